@@ -1,0 +1,8 @@
+//! Pieces both bulkflow binaries share: decoding of TR-069 / TR-181 HTTP Bulk Data
+//! reports into canonical [`report::Report`]s.
+//!
+//! The edge and central each receive Bulk Data requests straight from CPEs, so the
+//! decoder lives here, free of I/O: it takes the body and the few headers that
+//! matter and returns reports or a one-line [`report::DecodeError`].
+
+pub mod report;
