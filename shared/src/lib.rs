@@ -5,4 +5,6 @@
 //! decoder lives here, free of I/O: it takes the body and the few headers that
 //! matter and returns reports or a one-line [`report::DecodeError`].
 
+pub mod identity;
 pub mod report;
+pub mod wire;
