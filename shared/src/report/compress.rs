@@ -75,8 +75,9 @@ pub fn decompress<'a>(
     if is_zlib(body) {
         match inflate(ZlibDecoder::new(body), "deflate", body.len(), limits) {
             Ok(out) => return Ok(Cow::Owned(out)),
-            // Text that happens to start like a zlib header (e.g. "x^") stays text.
-            Err(DecodeError::Corrupt { .. }) if label == Label::Identity && looks_plain(body) => {}
+            // Text that happens to start like a zlib header (e.g. "x^", or a CSV
+            // header "H,...") stays text, even when labelled compressed.
+            Err(DecodeError::Corrupt { .. }) if looks_plain(body) => {}
             Err(e) => return Err(e),
         }
     }
@@ -194,6 +195,16 @@ mod tests {
         }
         assert_eq!(run(&raw(DOC), Some("deflate")).unwrap(), DOC);
         assert_eq!(run(&raw(DOC), None).unwrap(), DOC, "unlabelled raw deflate");
+    }
+
+    #[test]
+    fn plain_text_with_a_zlib_like_start_stays_plain_under_any_label() {
+        for body in [&b"x^,a\n"[..], b"H,ParameterName\n", b"x?"] {
+            assert!(is_zlib(body));
+            for ce in [None, Some("gzip"), Some("deflate"), Some("identity")] {
+                assert_eq!(run(body, ce).unwrap(), body, "{body:?} labelled {ce:?}");
+            }
+        }
     }
 
     #[test]
