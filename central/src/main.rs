@@ -1,1 +1,95 @@
-fn main() {}
+//! `bulkflow-central`: batch and direct ingest, the Redis Streams queue, the
+//! PostgreSQL/TimescaleDB writer. Argument parsing and wiring only.
+
+mod config;
+mod ingest;
+mod metrics;
+mod migrate;
+mod queue;
+mod shutdown;
+mod store;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::Config;
+use metrics::Metrics;
+use shutdown::Shutdown;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "bulkflow-central", version, about = "bulkflow central service")]
+struct Cli {
+    /// Configuration file (TOML). Without it, defaults and environment overrides apply.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Accept edge batches and queue them in Redis.
+    Serve,
+    /// Move queued batches from Redis into PostgreSQL.
+    Store,
+    /// serve + store in one process (the usual setup on one server).
+    Run,
+    /// Create or upgrade the database schema (idempotent).
+    Migrate,
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = Config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::default());
+        match cli.command {
+            Command::CheckConfig => {
+                print!("{}", toml::to_string_pretty(&cfg)?);
+                Ok(())
+            }
+            Command::Migrate => {
+                let (mut client, connection) =
+                    tokio_postgres::connect(&cfg.postgres.url, tokio_postgres::NoTls)
+                        .await
+                        .context("connecting to PostgreSQL")?;
+                tokio::spawn(connection);
+                let outcome = migrate::run(&mut client, &cfg.timescale)
+                    .await
+                    .context("migrating")?;
+                println!(
+                    "applied migrations: {:?}; mode: {:?}",
+                    outcome.applied, outcome.mode
+                );
+                Ok(())
+            }
+            Command::Serve => {
+                let state = Arc::new(ingest::State::new(cfg, metrics)?);
+                ingest::serve(state, Shutdown::on_signals()).await
+            }
+            Command::Store => store::run(cfg, metrics, Shutdown::on_signals()).await,
+            Command::Run => {
+                let shutdown = Shutdown::on_signals();
+                let state = Arc::new(ingest::State::new(cfg.clone(), metrics.clone())?);
+                let server = tokio::spawn(ingest::serve(state, shutdown.clone()));
+                let worker = tokio::spawn(store::run(cfg, metrics, shutdown));
+                let (a, b) = tokio::join!(server, worker);
+                a??;
+                b??;
+                Ok(())
+            }
+        }
+    })
+}

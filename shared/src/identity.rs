@@ -25,6 +25,16 @@ pub enum IdentitySource {
     Report,
 }
 
+impl IdentitySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentitySource::Query => "query",
+            IdentitySource::BasicUser => "basic_user",
+            IdentitySource::Report => "report",
+        }
+    }
+}
+
 /// A device as identified by one request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeviceIdentity {

@@ -1,0 +1,275 @@
+//! Central's configuration: a TOML file whose every key can be overridden by an
+//! environment variable, with defaults that work on one machine (Redis and
+//! PostgreSQL on localhost).
+//!
+//! Environment overrides: `BULKFLOW_CENTRAL__<SECTION>__<KEY>=value`, e.g.
+//! `BULKFLOW_CENTRAL__POSTGRES__URL=host=db user=bulkflow`. The value is read
+//! as a TOML value when it parses as one (numbers, booleans, arrays) and as a
+//! string otherwise.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "BULKFLOW_CENTRAL__";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP(S) server listens on.
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    /// Edges allowed to send batches, each with its bearer token.
+    pub edges: Vec<EdgeAuth>,
+    pub ingest: IngestConfig,
+    pub store: StoreConfig,
+    pub timescale: TimescaleConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8480)),
+            tls: None,
+            redis: RedisConfig::default(),
+            postgres: PostgresConfig::default(),
+            edges: Vec::new(),
+            ingest: IngestConfig::default(),
+            store: StoreConfig::default(),
+            timescale: TimescaleConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeAuth {
+    pub id: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Stream that holds queued batches, one entry per batch or direct request.
+    pub stream: String,
+    /// Consumer group of the store workers.
+    pub group: String,
+    /// Where entries that keep failing go, with their error.
+    pub dead_letter_stream: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            stream: "bulkflow:batches".into(),
+            group: "bulkflow-store".into(),
+            dead_letter_stream: "bulkflow:dead".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection string or `postgresql://` URL.
+    pub url: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: "host=127.0.0.1 user=postgres dbname=bulkflow".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest compressed batch accepted from an edge (413 above). Default 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Largest batch after decompression (a zstd bomb is refused). Default 256 MiB.
+    pub max_batch_decompressed_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_batch_bytes: 16 << 20,
+            max_batch_decompressed_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Stream entries read (and written in one transaction) at a time. Default 32.
+    pub read_count: usize,
+    /// How long one read waits for new entries, ms. Default 1000.
+    pub block_ms: u64,
+    /// Entries pending this long at another (dead) worker are reclaimed, ms. Default 60000.
+    pub reclaim_idle_ms: u64,
+    /// Attempts before an entry moves to the dead-letter stream. Default 5.
+    pub max_attempts: u32,
+    /// Longest wait between retries while PostgreSQL or Redis is down, ms. Default 10000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            read_count: 32,
+            block_ms: 1000,
+            reclaim_idle_ms: 60_000,
+            max_attempts: 5,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimescaleConfig {
+    /// Use TimescaleDB when the extension is available. Default true.
+    pub enabled: bool,
+    /// Hypertable chunk interval (a PostgreSQL interval). Default "1 day".
+    pub chunk_interval: String,
+    /// Compress chunks older than this; empty disables. Default "7 days".
+    pub compress_after: String,
+    /// Drop chunks older than this; empty keeps everything. Default "".
+    pub retain_for: String,
+}
+
+impl Default for TimescaleConfig {
+    fn default() -> Self {
+        TimescaleConfig {
+            enabled: true,
+            chunk_interval: "1 day".into(),
+            compress_after: "7 days".into(),
+            retain_for: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or only defaults when `None`) and applies environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, std::env::vars())?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut ids = std::collections::HashSet::new();
+        for e in &self.edges {
+            if e.token.len() < 16 {
+                bail!("edge {:?}: token must be at least 16 characters", e.id);
+            }
+            if !ids.insert(&e.id) {
+                bail!("edge {:?} is listed twice", e.id);
+            }
+        }
+        if self.store.read_count == 0 || self.store.max_attempts == 0 {
+            bail!("store.read_count and store.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Applies `BULKFLOW_CENTRAL__A__B=v` overrides to the TOML table.
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (name, raw) in vars {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let (last, parents) = keys.split_last().context("empty override name")?;
+        let mut node = &mut *table;
+        for k in parents {
+            node = node
+                .entry(k.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("{name}: {k} is not a section"))?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_nested_keys_with_typed_values() {
+        let mut t: toml::Table = "[redis]\nstream = \"s\"\n".parse().unwrap();
+        apply_env(
+            &mut t,
+            [
+                (
+                    "BULKFLOW_CENTRAL__REDIS__STREAM".to_string(),
+                    "other".to_string(),
+                ),
+                (
+                    "BULKFLOW_CENTRAL__STORE__READ_COUNT".to_string(),
+                    "7".to_string(),
+                ),
+                (
+                    "BULKFLOW_CENTRAL__POSTGRES__URL".to_string(),
+                    "host=db user=x".to_string(),
+                ),
+                ("UNRELATED".to_string(), "1".to_string()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.redis.stream, "other");
+        assert_eq!(c.store.read_count, 7);
+        assert_eq!(c.postgres.url, "host=db user=x");
+        assert_eq!(c.redis.group, "bulkflow-store");
+    }
+
+    #[test]
+    fn unknown_keys_and_short_tokens_are_refused() {
+        let bad: Result<Config, _> = toml::from_str("[redis]\nstreem = \"x\"\n");
+        assert!(bad.is_err());
+        let c: Config = toml::from_str("[[edges]]\nid = \"a\"\ntoken = \"short\"\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! `bulkflow-central serve`: the HTTP endpoints.
+//!
+//! - `POST /v1/batches`: an edge's batch (contract in `bulkflow_shared::wire`).
+//!   The edge is authenticated by its bearer token, the batch is decompressed
+//!   under a size bound and decoded to validate it, then queued in Redis as
+//!   received (one stream entry per batch). The answer lists which of the
+//!   edge's batches are committed in PostgreSQL: the end-to-end acknowledgement
+//!   the edge waits for before deleting. A batch already committed is not
+//!   queued again.
+//! - `GET /v1/acks?from=N`: that acknowledgement alone.
+//! - `/healthz`, `/metrics`.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::queue::{Origin, Queue};
+use crate::shutdown::Shutdown;
+use bulkflow_shared::wire::{self, Ack};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+use tracing::{info, warn};
+
+/// How many committed batch numbers one answer lists at most.
+const MAX_ACKS: i64 = 10_000;
+
+pub struct State {
+    cfg: Config,
+    queue: Queue,
+    pg: Mutex<Option<Arc<Client>>>,
+    metrics: Arc<Metrics>,
+    /// Bearer token -> edge id.
+    tokens: HashMap<String, String>,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Answer {
+    let mut body = msg.into();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn unavailable(msg: &str) -> Answer {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
+    r.headers_mut()
+        .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("5"));
+    r
+}
+
+fn json(value: &impl serde::Serialize) -> Answer {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+impl State {
+    pub fn new(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<State> {
+        let queue = Queue::new(&cfg.redis, Duration::from_millis(cfg.store.block_ms))?;
+        let tokens = cfg
+            .edges
+            .iter()
+            .map(|e| (e.token.clone(), e.id.clone()))
+            .collect();
+        Ok(State {
+            cfg,
+            queue,
+            pg: Mutex::new(None),
+            metrics,
+            tokens,
+        })
+    }
+
+    /// A PostgreSQL client, (re)connected on demand.
+    async fn pg(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
+        let mut slot = self.pg.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let (client, connection) = tokio_postgres::connect(&self.cfg.postgres.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Committed batch numbers of `edge` from `from` on, ascending.
+    async fn committed(&self, edge: &str, from: u64) -> Result<Vec<u64>, tokio_postgres::Error> {
+        let client = self.pg().await?;
+        let rows = client
+            .query(
+                "SELECT batch_seq FROM ingested_batches WHERE edge_id = $1 AND batch_seq >= $2
+                 ORDER BY batch_seq LIMIT $3",
+                &[&edge, &(from.min(i64::MAX as u64) as i64), &MAX_ACKS],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
+
+    fn count(&self, c: &AtomicU64) {
+        self.metrics.add(c, 1);
+    }
+
+    /// The edge a request's bearer token belongs to.
+    fn authenticate(&self, req: &Request<Incoming>) -> Option<&str> {
+        let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
+        // Compare every configured token in constant time per byte.
+        self.tokens
+            .iter()
+            .find(|(t, _)| constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
+            .map(|(_, edge)| edge.as_str())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves until shutdown; `on_bound` learns the bound address (tests use port 0).
+pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(state.cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    info!(%addr, "listening");
+    // Tests and scripts wait for this line to learn the port.
+    println!("listening on {addr}");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Let requests in flight finish (their data may already be queued).
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => warn!("connections still open after 10 s; closing"),
+    }
+    Ok(())
+}
+
+async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Answer {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/batches") => batches(state, req).await,
+        (&Method::GET, "/v1/acks") => acks(state, req).await,
+        (&Method::GET, "/healthz") => health(state).await,
+        (&Method::GET, "/metrics") => {
+            let len = state.queue.len().await.ok();
+            text(StatusCode::OK, state.metrics.render(len))
+        }
+        (_, "/v1/batches" | "/v1/acks" | "/healthz" | "/metrics") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn health(state: &State) -> Answer {
+    if let Err(e) = state.queue.ping().await {
+        return unavailable(&format!("redis: {e}"));
+    }
+    match state.pg().await {
+        Ok(_) => text(StatusCode::OK, "ok"),
+        // Ingest still queues while PostgreSQL is down; say so, but stay healthy.
+        Err(e) => text(StatusCode::OK, format!("ok (postgresql unavailable: {e})")),
+    }
+}
+
+/// Reads a body of at most `limit` bytes; `Err` is the answer to send.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Answer> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over the {limit}-byte limit"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("reading body: {e}"))),
+    }
+}
+
+fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn batches(state: &State, req: Request<Incoming>) -> Answer {
+    let Some(edge) = state.authenticate(&req).map(str::to_owned) else {
+        state.count(&state.metrics.batches_rejected);
+        return text(StatusCode::UNAUTHORIZED, "unknown or missing bearer token");
+    };
+    let pending_from = req
+        .headers()
+        .get(wire::PENDING_FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = match read_body(req, state.cfg.ingest.max_batch_bytes).await {
+        Ok(b) => b,
+        Err(answer) => {
+            state.count(&state.metrics.batches_rejected);
+            return answer;
+        }
+    };
+    // Decompressing and decoding a large batch is CPU work: off the I/O threads.
+    let limit = state.cfg.ingest.max_batch_decompressed_bytes;
+    let data = body.clone();
+    let decoded = tokio::task::spawn_blocking(move || wire::decode(&data, limit)).await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            state.count(&state.metrics.batches_rejected);
+            let status = match e {
+                wire::WireError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return text(status, e.to_string());
+        }
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decoder failed: {e}"),
+            );
+        }
+    };
+    if batch.edge_id != edge {
+        state.count(&state.metrics.batches_rejected);
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "batch is from edge {:?} but the token is edge {edge:?}",
+                batch.edge_id
+            ),
+        );
+    }
+    let seq = batch.batch_seq;
+    let from = pending_from.unwrap_or(seq).min(seq);
+    // PostgreSQL down must not stop queueing: answer without acknowledgements.
+    let committed = match state.committed(&edge, from).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot read committed batches");
+            Vec::new()
+        }
+    };
+    if committed.binary_search(&seq).is_ok() {
+        state.count(&state.metrics.batches_duplicate);
+    } else {
+        if let Err(e) = state.queue.push(Origin::Edge, &edge, seq, &body).await {
+            state.count(&state.metrics.queue_unavailable);
+            warn!(error = %e, "cannot queue batch");
+            return unavailable("queue unavailable; retry later");
+        }
+        state.count(&state.metrics.batches_received);
+    }
+    json(&Ack {
+        queued: Some(seq),
+        committed,
+    })
+}
+
+async fn acks(state: &State, req: Request<Incoming>) -> Answer {
+    let Some(edge) = state.authenticate(&req).map(str::to_owned) else {
+        return text(StatusCode::UNAUTHORIZED, "unknown or missing bearer token");
+    };
+    let Some(from) = query_param(&req, "from").and_then(|v| v.parse::<u64>().ok()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid ?from=<batch seq>",
+        );
+    };
+    match state.committed(&edge, from).await {
+        Ok(committed) => json(&Ack {
+            queued: None,
+            committed,
+        }),
+        Err(e) => unavailable(&format!("postgresql unavailable: {e}")),
+    }
+}

@@ -1,0 +1,676 @@
+//! Writes decoded batches to PostgreSQL in one transaction per read.
+//!
+//! Every parameter goes through binary COPY into a temporary staging table,
+//! then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` into `samples`, so resent
+//! reports never duplicate rows. Typed rows go in with one `INSERT .. SELECT
+//! FROM unnest(..)` per table. The edge batch ids are claimed in
+//! `ingested_batches` in the same transaction: a batch another worker already
+//! committed is skipped whole, and a concurrent worker on the same batch blocks
+//! on the key until the first commits. No statement is issued per row.
+
+use super::extract::{self, Extracted};
+use crate::queue::Origin;
+use bulkflow_shared::report::Value;
+use bulkflow_shared::wire::{Batch, Entry};
+use futures_util::pin_mut;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Transaction};
+use tracing::warn;
+
+/// A batch read from the queue, ready to write.
+#[derive(Debug)]
+pub struct QueuedBatch {
+    pub origin: Origin,
+    pub batch: Batch,
+}
+
+/// What one write did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    pub batches: usize,
+    /// Edge batches already committed earlier (a resend): skipped whole.
+    pub duplicate_batches: usize,
+    pub reports: usize,
+    pub params: usize,
+    /// Rows new in `samples` (resent reports add none).
+    pub samples_inserted: u64,
+}
+
+pub struct Writer {
+    client: Client,
+    /// Parameter name -> id; names are never deleted, so the cache stays valid.
+    params: HashMap<String, i32>,
+}
+
+impl Writer {
+    pub async fn connect(url: &str) -> Result<Writer, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                warn!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        client
+            .batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage_samples (
+                     time timestamptz, device_id int4, parameter_id int4,
+                     value_num text, value_text text
+                 ) ON COMMIT DELETE ROWS",
+            )
+            .await?;
+        Ok(Writer {
+            client,
+            params: HashMap::new(),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Writes `batches` in one transaction.
+    pub async fn write(
+        &mut self,
+        batches: &[QueuedBatch],
+    ) -> Result<WriteStats, tokio_postgres::Error> {
+        // A batch queued twice in one read is written once.
+        let mut seen = HashSet::new();
+        let batches: Vec<&QueuedBatch> = batches
+            .iter()
+            .filter(|b| {
+                b.origin == Origin::Direct || seen.insert((&b.batch.edge_id, b.batch.batch_seq))
+            })
+            .collect();
+        self.ensure_params(&batches).await?;
+
+        let tx = self.client.transaction().await?;
+        let claimed = claim_batches(&tx, &batches).await?;
+        let mut stats = WriteStats::default();
+        let mut entries: Vec<(&str, &Entry)> = Vec::new();
+        for b in &batches {
+            let new = b.origin == Origin::Direct
+                || claimed.contains(&(b.batch.edge_id.clone(), b.batch.batch_seq as i64));
+            if !new {
+                stats.duplicate_batches += 1;
+                continue;
+            }
+            stats.batches += 1;
+            let edge = match b.origin {
+                Origin::Direct => "direct",
+                Origin::Edge => b.batch.edge_id.as_str(),
+            };
+            for e in &b.batch.entries {
+                stats.reports += 1;
+                stats.params += e.report.params.len();
+                entries.push((edge, e));
+            }
+        }
+        if entries.is_empty() {
+            tx.commit().await?;
+            return Ok(stats);
+        }
+        let devices = upsert_devices(&tx, &entries).await?;
+        stats.samples_inserted = copy_samples(&tx, &entries, &devices, &self.params).await?;
+        insert_typed(&tx, &entries, &devices).await?;
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// Makes sure every parameter name has an id. Runs outside the data
+    /// transaction so that cached ids always refer to committed rows.
+    async fn ensure_params(
+        &mut self,
+        batches: &[&QueuedBatch],
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut missing: Vec<&str> = batches
+            .iter()
+            .flat_map(|b| &b.batch.entries)
+            .flat_map(|e| &e.report.params)
+            .map(|p| p.path.as_str())
+            .filter(|n| !self.params.contains_key(*n))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Sorted, so concurrent workers take the unique-index locks in one order.
+        missing.sort_unstable();
+        missing.dedup();
+        self.client
+            .execute(
+                "INSERT INTO parameters (name) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+                &[&missing],
+            )
+            .await?;
+        for row in self
+            .client
+            .query(
+                "SELECT id, name FROM parameters WHERE name = ANY($1)",
+                &[&missing],
+            )
+            .await?
+        {
+            self.params.insert(row.get(1), row.get(0));
+        }
+        Ok(())
+    }
+}
+
+fn system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+async fn claim_batches(
+    tx: &Transaction<'_>,
+    batches: &[&QueuedBatch],
+) -> Result<HashSet<(String, i64)>, tokio_postgres::Error> {
+    let edge: Vec<&&QueuedBatch> = batches
+        .iter()
+        .filter(|b| b.origin == Origin::Edge)
+        .collect();
+    if edge.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<&str> = edge.iter().map(|b| b.batch.edge_id.as_str()).collect();
+    let seqs: Vec<i64> = edge.iter().map(|b| b.batch.batch_seq as i64).collect();
+    let reports: Vec<i32> = edge.iter().map(|b| b.batch.entries.len() as i32).collect();
+    let params: Vec<i32> = edge
+        .iter()
+        .map(|b| {
+            b.batch
+                .entries
+                .iter()
+                .map(|e| e.report.params.len())
+                .sum::<usize>() as i32
+        })
+        .collect();
+    let rows = tx
+        .query(
+            "INSERT INTO ingested_batches (edge_id, batch_seq, reports, parameters)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::int4[]) ORDER BY 1, 2
+             ON CONFLICT DO NOTHING
+             RETURNING edge_id, batch_seq",
+            &[&ids, &seqs, &reports, &params],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Upserts the devices of `entries`; returns device key -> id.
+async fn upsert_devices(
+    tx: &Transaction<'_>,
+    entries: &[(&str, &Entry)],
+) -> Result<HashMap<String, i32>, tokio_postgres::Error> {
+    // key -> (entry holding the identity, first seen, last seen, edge of the last)
+    let mut by_key: BTreeMap<&str, (&Entry, i64, i64, &str)> = BTreeMap::new();
+    for &(edge, e) in entries {
+        let t = e.received_at_ms;
+        by_key
+            .entry(e.device.id.as_str())
+            .and_modify(|d| {
+                d.1 = d.1.min(t);
+                if t >= d.2 {
+                    d.2 = t;
+                    d.3 = edge;
+                }
+            })
+            .or_insert((e, t, t, edge));
+    }
+    let keys: Vec<&str> = by_key.keys().copied().collect();
+    let oui: Vec<Option<&str>> = by_key.values().map(|d| d.0.device.oui.as_deref()).collect();
+    let pc: Vec<Option<&str>> = by_key
+        .values()
+        .map(|d| d.0.device.product_class.as_deref())
+        .collect();
+    let sn: Vec<Option<&str>> = by_key
+        .values()
+        .map(|d| d.0.device.serial.as_deref())
+        .collect();
+    let source: Vec<&str> = by_key
+        .values()
+        .map(|d| d.0.device.source.as_str())
+        .collect();
+    let first: Vec<SystemTime> = by_key.values().map(|d| system_time(d.1)).collect();
+    let last: Vec<SystemTime> = by_key.values().map(|d| system_time(d.2)).collect();
+    let edge: Vec<&str> = by_key.values().map(|d| d.3).collect();
+    let rows = tx
+        .query(
+            "INSERT INTO devices AS d (device_key, oui, product_class, serial, identified_by, first_seen, last_seen, last_edge)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::timestamptz[], $7::timestamptz[], $8::text[])
+             ON CONFLICT (device_key) DO UPDATE SET
+                 oui = coalesce(excluded.oui, d.oui),
+                 product_class = coalesce(excluded.product_class, d.product_class),
+                 serial = coalesce(excluded.serial, d.serial),
+                 first_seen = least(d.first_seen, excluded.first_seen),
+                 last_edge = CASE WHEN excluded.last_seen >= d.last_seen THEN excluded.last_edge ELSE d.last_edge END,
+                 last_seen = greatest(d.last_seen, excluded.last_seen)
+             RETURNING id, device_key",
+            &[&keys, &oui, &pc, &sn, &source, &first, &last, &edge],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(1), r.get(0))).collect())
+}
+
+/// `(value_num, value_text)` of a parameter value: numbers and booleans as
+/// numbers, text exactly as sent plus its number when it reads as one.
+pub fn sample_columns(v: &Value) -> (Option<String>, Option<String>) {
+    match v {
+        Value::Null => (None, None),
+        Value::Bool(b) => (Some(if *b { "1" } else { "0" }.into()), Some(b.to_string())),
+        Value::Int(i) => (Some(i.to_string()), None),
+        Value::UInt(u) => (Some(u.to_string()), None),
+        Value::Float(f) if f.is_finite() => (Some(format!("{f:e}")), None),
+        Value::Float(f) => (None, Some(f.to_string())),
+        Value::Text(s) => (numeric_text(s), Some(s.clone())),
+    }
+}
+
+/// `s` trimmed, when it is a decimal number PostgreSQL's numeric accepts
+/// (sign, digits, one point, exponent; no NaN or Infinity).
+fn numeric_text(s: &str) -> Option<String> {
+    let t = s.trim();
+    if t.is_empty() || t.len() > 64 {
+        return None;
+    }
+    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (body, None),
+    };
+    let digits_ok = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((a, b)) => {
+            (digits_ok(a) || a.is_empty())
+                && (digits_ok(b) || b.is_empty())
+                && !(a.is_empty() && b.is_empty())
+        }
+        None => digits_ok(mantissa),
+    };
+    let exponent_ok =
+        exponent.is_none_or(|e| digits_ok(e.strip_prefix(['+', '-']).unwrap_or(e)) && e.len() <= 5);
+    (mantissa_ok && exponent_ok).then(|| t.to_owned())
+}
+
+async fn copy_samples(
+    tx: &Transaction<'_>,
+    entries: &[(&str, &Entry)],
+    devices: &HashMap<String, i32>,
+    params: &HashMap<String, i32>,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx
+        .copy_in("COPY stage_samples (time, device_id, parameter_id, value_num, value_text) FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TIMESTAMPTZ,
+            Type::INT4,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+        ],
+    );
+    pin_mut!(writer);
+    for (_, e) in entries {
+        let Some(&device) = devices.get(&e.device.id) else {
+            continue;
+        };
+        let time = system_time(e.report.time_ms);
+        for p in &e.report.params {
+            let Some(&param) = params.get(&p.path) else {
+                continue;
+            };
+            let (num, text) = sample_columns(&p.value);
+            writer
+                .as_mut()
+                .write(&[&time, &device, &param, &num, &text])
+                .await?;
+        }
+    }
+    writer.finish().await?;
+    tx.execute(
+        "INSERT INTO samples (time, device_id, parameter_id, value_num, value_text)
+         SELECT time, device_id, parameter_id, value_num::numeric, value_text FROM stage_samples
+         ON CONFLICT DO NOTHING",
+        &[],
+    )
+    .await
+}
+
+/// Column arrays for one typed table; `push` adds one row.
+struct Columns {
+    time: Vec<SystemTime>,
+    device: Vec<i32>,
+}
+
+async fn insert_typed(
+    tx: &Transaction<'_>,
+    entries: &[(&str, &Entry)],
+    devices: &HashMap<String, i32>,
+) -> Result<(), tokio_postgres::Error> {
+    let extracted: Vec<(SystemTime, i32, Extracted)> = entries
+        .iter()
+        .filter_map(|(_, e)| {
+            let device = *devices.get(&e.device.id)?;
+            let x = extract::extract(&e.report.params);
+            (!x.is_empty()).then(|| (system_time(e.report.time_ms), device, x))
+        })
+        .collect();
+    if extracted.is_empty() {
+        return Ok(());
+    }
+    device_stats(tx, &extracted).await?;
+    interface_stats(tx, &extracted).await?;
+    radio_stats(tx, &extracted).await?;
+    neighbors(tx, &extracted).await?;
+    clients(tx, &extracted).await?;
+    Ok(())
+}
+
+fn keys<T>(rows: &[(SystemTime, i32, &T)]) -> Columns {
+    Columns {
+        time: rows.iter().map(|r| r.0).collect(),
+        device: rows.iter().map(|r| r.1).collect(),
+    }
+}
+
+/// Runs an `INSERT .. SELECT * FROM unnest(..)` with the two key columns first.
+async fn insert_unnest(
+    tx: &Transaction<'_>,
+    sql: &str,
+    cols: &Columns,
+    rest: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&cols.time, &cols.device];
+    params.extend_from_slice(rest);
+    tx.execute(sql, &params).await
+}
+
+async fn device_stats(
+    tx: &Transaction<'_>,
+    x: &[(SystemTime, i32, Extracted)],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<_> = x
+        .iter()
+        .filter_map(|(t, d, e)| Some((*t, *d, e.device.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let up: Vec<Option<i64>> = rows.iter().map(|r| r.2.uptime_s).collect();
+    let total: Vec<Option<i64>> = rows.iter().map(|r| r.2.memory_total_kib).collect();
+    let free: Vec<Option<i64>> = rows.iter().map(|r| r.2.memory_free_kib).collect();
+    let cpu: Vec<Option<i32>> = rows.iter().map(|r| r.2.cpu_percent).collect();
+    insert_unnest(
+        tx,
+        "INSERT INTO device_stats (time, device_id, uptime_s, memory_total_kib, memory_free_kib, cpu_percent)
+         SELECT * FROM unnest($1::timestamptz[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int4[])
+         ON CONFLICT DO NOTHING",
+        &keys(&rows),
+        &[&up, &total, &free, &cpu],
+    )
+    .await
+    .map(drop)
+}
+
+async fn interface_stats(
+    tx: &Transaction<'_>,
+    x: &[(SystemTime, i32, Extracted)],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<_> = x
+        .iter()
+        .flat_map(|(t, d, e)| e.interfaces.iter().map(move |i| (*t, *d, i)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&extract::InterfaceStats) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r.2).as_deref()).collect()
+    };
+    let idx: Vec<i32> = rows.iter().map(|r| r.2.interface).collect();
+    insert_unnest(
+        tx,
+        "INSERT INTO interface_stats (time, device_id, interface, bytes_sent, bytes_received, packets_sent,
+             packets_received, errors_sent, errors_received, discard_packets_sent, discard_packets_received)
+         SELECT t, d, i, a::numeric, b::numeric, c::numeric, e::numeric, f::numeric, g::numeric, h::numeric, k::numeric
+         FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[]) AS u(t, d, i, a, b, c, e, f, g, h, k)
+         ON CONFLICT DO NOTHING",
+        &keys(&rows),
+        &[
+            &idx,
+            &col(|r| &r.bytes_sent),
+            &col(|r| &r.bytes_received),
+            &col(|r| &r.packets_sent),
+            &col(|r| &r.packets_received),
+            &col(|r| &r.errors_sent),
+            &col(|r| &r.errors_received),
+            &col(|r| &r.discard_packets_sent),
+            &col(|r| &r.discard_packets_received),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn radio_stats(
+    tx: &Transaction<'_>,
+    x: &[(SystemTime, i32, Extracted)],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<_> = x
+        .iter()
+        .flat_map(|(t, d, e)| e.radios.iter().map(move |r| (*t, *d, r)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&extract::RadioStats) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r.2).as_deref()).collect()
+    };
+    let idx: Vec<i32> = rows.iter().map(|r| r.2.radio).collect();
+    let channel: Vec<Option<i32>> = rows.iter().map(|r| r.2.channel).collect();
+    let noise: Vec<Option<i32>> = rows.iter().map(|r| r.2.noise_dbm).collect();
+    insert_unnest(
+        tx,
+        "INSERT INTO radio_stats (time, device_id, radio, channel, band, bandwidth, bytes_sent, bytes_received,
+             packets_sent, packets_received, errors_sent, errors_received, noise_dbm)
+         SELECT t, d, r, ch, band, bw, a::numeric, b::numeric, c::numeric, e::numeric, f::numeric, g::numeric, n
+         FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::int4[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[])
+              AS u(t, d, r, ch, band, bw, a, b, c, e, f, g, n)
+         ON CONFLICT DO NOTHING",
+        &keys(&rows),
+        &[
+            &idx,
+            &channel,
+            &col(|r| &r.band),
+            &col(|r| &r.bandwidth),
+            &col(|r| &r.bytes_sent),
+            &col(|r| &r.bytes_received),
+            &col(|r| &r.packets_sent),
+            &col(|r| &r.packets_received),
+            &col(|r| &r.errors_sent),
+            &col(|r| &r.errors_received),
+            &noise,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn neighbors(
+    tx: &Transaction<'_>,
+    x: &[(SystemTime, i32, Extracted)],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<_> = x
+        .iter()
+        .flat_map(|(t, d, e)| e.neighbors.iter().map(move |n| (*t, *d, n)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&extract::Neighbor) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r.2).as_deref()).collect()
+    };
+    let int = |f: fn(&extract::Neighbor) -> Option<i32>| -> Vec<Option<i32>> {
+        rows.iter().map(|r| f(r.2)).collect()
+    };
+    let idx: Vec<i32> = rows.iter().map(|r| r.2.result).collect();
+    insert_unnest(
+        tx,
+        "INSERT INTO wifi_neighbors (time, device_id, result, bssid, ssid, channel, band, bandwidth, signal_dbm,
+             noise_dbm, security_mode, encryption_mode, mode, standards, radio)
+         SELECT * FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::int4[],
+                              $7::text[], $8::text[], $9::int4[], $10::int4[], $11::text[], $12::text[],
+                              $13::text[], $14::text[], $15::text[])
+         ON CONFLICT DO NOTHING",
+        &keys(&rows),
+        &[
+            &idx,
+            &col(|n| &n.bssid),
+            &col(|n| &n.ssid),
+            &int(|n| n.channel),
+            &col(|n| &n.band),
+            &col(|n| &n.bandwidth),
+            &int(|n| n.signal_dbm),
+            &int(|n| n.noise_dbm),
+            &col(|n| &n.security_mode),
+            &col(|n| &n.encryption_mode),
+            &col(|n| &n.mode),
+            &col(|n| &n.standards),
+            &col(|n| &n.radio),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn clients(
+    tx: &Transaction<'_>,
+    x: &[(SystemTime, i32, Extracted)],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<_> = x
+        .iter()
+        .flat_map(|(t, d, e)| e.clients.iter().map(move |c| (*t, *d, c)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&extract::Client) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|r| f(r.2).as_deref()).collect()
+    };
+    let big = |f: fn(&extract::Client) -> Option<i64>| -> Vec<Option<i64>> {
+        rows.iter().map(|r| f(r.2)).collect()
+    };
+    let mac: Vec<&str> = rows.iter().map(|r| r.2.mac.as_str()).collect();
+    let source: Vec<&str> = rows.iter().map(|r| r.2.source.as_str()).collect();
+    let attached: Vec<&str> = rows.iter().map(|r| r.2.attached_to.as_str()).collect();
+    insert_unnest(
+        tx,
+        "INSERT INTO wifi_clients (time, device_id, mac, source, attached_to, ssid, bssid, band, host_name,
+             signal_dbm, bytes_sent, bytes_received, packets_sent, packets_received, errors_sent, errors_received,
+             retrans_count, last_downlink_rate_kbps, last_uplink_rate_kbps, connected_s)
+         SELECT t, d, mac, src, att, ssid, bssid, band, host, sig::numeric, a::numeric, b::numeric, c::numeric,
+                e::numeric, f::numeric, g::numeric, h::numeric, down, up, conn
+         FROM unnest($1::timestamptz[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                     $15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[], $20::int8[])
+              AS u(t, d, mac, src, att, ssid, bssid, band, host, sig, a, b, c, e, f, g, h, down, up, conn)
+         ON CONFLICT DO NOTHING",
+        &keys(&rows),
+        &[
+            &mac,
+            &source,
+            &attached,
+            &col(|c| &c.ssid),
+            &col(|c| &c.bssid),
+            &col(|c| &c.band),
+            &col(|c| &c.host_name),
+            &col(|c| &c.signal_dbm),
+            &col(|c| &c.bytes_sent),
+            &col(|c| &c.bytes_received),
+            &col(|c| &c.packets_sent),
+            &col(|c| &c.packets_received),
+            &col(|c| &c.errors_sent),
+            &col(|c| &c.errors_received),
+            &col(|c| &c.retrans_count),
+            &big(|c| c.last_downlink_rate_kbps),
+            &big(|c| c.last_uplink_rate_kbps),
+            &big(|c| c.connected_s),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// Whether an error is about the connection or the server's state (wait and
+/// retry) rather than about the data (count an attempt against the entry).
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("08") // connection exception
+            || c.starts_with("53") // insufficient resources (disk full, out of memory)
+            || c.starts_with("57") // operator intervention (shutdown, crash recovery)
+            || c == "40001" // serialization failure
+            || c == "40P01" // deadlock
+            || c == "55P03"; // lock not available
+    }
+    // No SQLSTATE: an I/O error talking to the server.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_columns_keep_text_exact_and_numbers_numeric() {
+        assert_eq!(
+            sample_columns(&Value::UInt(u64::MAX)),
+            (Some("18446744073709551615".into()), None)
+        );
+        assert_eq!(
+            sample_columns(&Value::Bool(true)),
+            (Some("1".into()), Some("true".into()))
+        );
+        assert_eq!(
+            sample_columns(&Value::Float(1.5)),
+            (Some("1.5e0".into()), None)
+        );
+        assert_eq!(
+            sample_columns(&Value::Text(" 86213 ".into())),
+            (Some("86213".into()), Some(" 86213 ".into()))
+        );
+        assert_eq!(
+            sample_columns(&Value::Text("  ".into())),
+            (None, Some("  ".into()))
+        );
+        assert_eq!(
+            sample_columns(&Value::Text("NaN".into())),
+            (None, Some("NaN".into()))
+        );
+        assert_eq!(sample_columns(&Value::Null), (None, None));
+    }
+
+    #[test]
+    fn numeric_text_accepts_decimals_only() {
+        for ok in ["0", "-5", "+7", "1.5", ".5", "5.", "1e9", "-2.5E-3"] {
+            assert!(numeric_text(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "", ".", "e5", "1e", "1.2.3", "0x10", "Infinity", "12abc", "1e999999",
+        ] {
+            assert!(numeric_text(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Central end to end against the real Redis and PostgreSQL: batches posted to
+//! `/v1/batches` land in every table exactly once, through worker deaths,
+//! PostgreSQL outages, poisoned entries and resends.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Distinct (device, parameter, time) keys: what `samples` must hold.
+fn distinct_keys(entries: &[bulkflow_shared::wire::Entry]) -> i64 {
+    let mut keys = HashSet::new();
+    for e in entries {
+        for p in &e.report.params {
+            keys.insert((e.device.id.clone(), p.path.clone(), e.report.time_ms));
+        }
+    }
+    keys.len() as i64
+}
+
+#[test]
+fn migrate_twice_is_a_no_op_on_plain_postgresql() {
+    let env = Env::new("migrate");
+    let cfg = env.config();
+    let first = env.migrate(&cfg);
+    assert!(first.starts_with("applied migrations: [1, 2]"), "{first}");
+    assert!(first.contains("Plain"), "{first}");
+    let fingerprint = |env: &Env| -> i64 {
+        env.scalar("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
+    };
+    let before = fingerprint(&env);
+    let second = env.migrate(&cfg);
+    assert!(second.starts_with("applied migrations: []"), "{second}");
+    assert_eq!(fingerprint(&env), before);
+    let tables: i64 = env.scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN
+         ('devices','parameters','samples','device_stats','interface_stats','radio_stats','wifi_neighbors',
+          'wifi_clients','ingested_batches','interface_rates','radio_rates','client_rates','device_reboots')",
+    );
+    assert_eq!(tables, 13);
+}
+
+#[test]
+fn fixture_batch_lands_in_every_table_exactly_once() {
+    let env = Env::new("e2e");
+    let cfg = env.config();
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "run");
+    let entries = fixture_entries();
+    assert_eq!(entries.len(), 9, "reports in the decodable fixtures");
+    let params: usize = entries.iter().map(|e| e.report.params.len()).sum();
+    let expected_rows = distinct_keys(&entries);
+
+    let r = post_batch(central.addr(), &batch(1, entries.clone()), TOKEN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.ack().queued, Some(1));
+    assert!(wait_committed(central.addr(), 1), "batch 1 never committed");
+
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        expected_rows
+    );
+    assert_eq!(
+        env.scalar::<i32>("SELECT parameters FROM ingested_batches WHERE batch_seq = 1") as usize,
+        params
+    );
+    let devices: Vec<String> = env
+        .db()
+        .query("SELECT device_key FROM devices ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            "0A1B2C-Device2-SN0000000001",
+            "0A1B2C-USP%20Agent-SN0000000002",
+            "cpe-0001"
+        ]
+    );
+
+    // A 64-bit counter above 2^63 survives exactly, in samples and typed rows.
+    let counter: String = env.scalar(
+        "SELECT s.value_num::text FROM samples s JOIN parameters p ON p.id = s.parameter_id
+         JOIN devices d ON d.id = s.device_id
+         WHERE p.name = 'Device.IP.Interface.4.Stats.BytesReceived' AND d.device_key LIKE '%SN0000000002'",
+    );
+    assert_eq!(counter, "18446744073709551000");
+    let typed: String = env.scalar(
+        "SELECT i.bytes_received::text FROM interface_stats i JOIN devices d ON d.id = i.device_id
+         WHERE i.interface = 4 AND d.device_key LIKE '%SN0000000002'",
+    );
+    assert_eq!(typed, "18446744073709551000");
+
+    // Neighbour SSIDs exactly as sent: blank, separators, quotes, non-ASCII.
+    let ssids: HashSet<String> = env
+        .db()
+        .query(
+            "SELECT n.ssid FROM wifi_neighbors n JOIN devices d ON d.id = n.device_id WHERE d.device_key = 'cpe-0001'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: HashSet<String> = [
+        "LAB-5G",
+        "Vizinho_2G",
+        "  ",
+        "Cafe;2nd",
+        "Café ☕",
+        "NET_\"quoted\"",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(ssids, want);
+
+    // An ISO-8601 time with an offset is stored as the right instant.
+    let t: String = env.scalar(
+        "SELECT to_char(s.time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM samples s
+         JOIN parameters p ON p.id = s.parameter_id WHERE p.name = 'cpu' ORDER BY s.time LIMIT 1",
+    );
+    assert_eq!(t, "2024-12-03 17:10:00");
+
+    // Device statistics, clients joined to host names, radios.
+    let row = env
+        .db()
+        .query_one(
+            "SELECT uptime_s, memory_total_kib, memory_free_kib, cpu_percent FROM device_stats s
+             JOIN devices d ON d.id = s.device_id WHERE d.device_key = 'cpe-0001'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, Option<i64>>(0),
+            row.get::<_, Option<i64>>(1),
+            row.get::<_, Option<i64>>(2),
+            row.get::<_, Option<i32>>(3)
+        ),
+        (Some(86213), Some(249856), Some(61234), Some(7))
+    );
+    let host: String = env.scalar(
+        "SELECT c.host_name FROM wifi_clients c JOIN devices d ON d.id = c.device_id
+         WHERE d.device_key = 'cpe-0001' AND c.mac = '02:00:5e:10:00:01'",
+    );
+    assert_eq!(host, "phone-bruno");
+    let signal: String = env.scalar(
+        "SELECT c.signal_dbm::text FROM wifi_clients c JOIN devices d ON d.id = c.device_id
+         WHERE d.device_key = 'cpe-0001' AND c.mac = '02:00:5e:10:00:01'",
+    );
+    assert_eq!(signal, "-71.5", "RCPI 77 is -71.5 dBm");
+    let radios: i64 =
+        env.scalar("SELECT count(*) FROM radio_stats WHERE band = '5GHz' AND channel = 44");
+    assert!(radios >= 1);
+
+    // The same batch again: acknowledged as committed, stored once.
+    let r = post_batch(central.addr(), &batch(1, entries.clone()), TOKEN);
+    assert_eq!(r.status, 200);
+    assert!(r.ack().committed.contains(&1));
+    // The same reports in a new batch (a CPE resend through the edge): no new rows.
+    let r = post_batch(central.addr(), &batch(2, entries), TOKEN);
+    assert_eq!(r.status, 200);
+    assert!(wait_committed(central.addr(), 2));
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        expected_rows
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        2
+    );
+    assert_eq!(env.scalar::<i64>("SELECT count(*) FROM wifi_neighbors"), 10);
+}
+
+#[test]
+fn requests_are_checked_before_queueing() {
+    let env = Env::new("auth");
+    let cfg = env.config_with(
+        &env.pg_url,
+        REDIS_URL,
+        "",
+        "[ingest]\nmax_batch_bytes = 4096\n",
+    );
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "serve");
+    let small = batch(1, fixture_entries().into_iter().take(1).collect());
+
+    let r = post_batch(central.addr(), &small, "wrong-token-0000000000");
+    assert_eq!(r.status, 401);
+    let mut other = small.clone();
+    other.edge_id = "lab-2".into();
+    let r = post_batch(central.addr(), &other, TOKEN);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("lab-2"), "{}", r.text());
+    let auth = format!("Bearer {TOKEN}");
+    let r = http(
+        central.addr(),
+        "POST",
+        "/v1/batches",
+        &[("Authorization", &auth)],
+        b"garbage",
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().starts_with("batch does not decompress"),
+        "{}",
+        r.text()
+    );
+    let r = http(
+        central.addr(),
+        "POST",
+        "/v1/batches",
+        &[("Authorization", &auth)],
+        &vec![0u8; 5000],
+    );
+    assert_eq!(r.status, 413);
+    let r = http(
+        central.addr(),
+        "GET",
+        "/v1/acks",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    let r = http(central.addr(), "GET", "/nope", &[], b"");
+    assert_eq!(r.status, 404);
+    // Nothing reached the queue.
+    let len: i64 = redis::cmd("XLEN")
+        .arg(env.stream())
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(len, 0);
+}
+
+#[test]
+fn redis_down_answers_503_with_retry_after() {
+    let env = Env::new("redisdown");
+    let cfg = env.config_with(&env.pg_url, "redis://127.0.0.1:1", "", "");
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "serve");
+    let r = post_batch(central.addr(), &batch(1, fixture_entries()), TOKEN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(
+        http(central.addr(), "GET", "/healthz", &[], b"").status,
+        503
+    );
+}
+
+#[test]
+fn entries_of_a_dead_worker_are_reclaimed_without_duplicates() {
+    let env = Env::new("reclaim");
+    let cfg = env.config_with(&env.pg_url, REDIS_URL, "reclaim_idle_ms = 300", "");
+    env.migrate(&cfg);
+    let server = Central::start(&cfg, "serve");
+    let entries = fixture_entries();
+    for seq in 1..=3 {
+        assert_eq!(
+            post_batch(server.addr(), &batch(seq, entries.clone()), TOKEN).status,
+            200
+        );
+    }
+    // A worker takes all three entries, then dies before writing anything.
+    let mut r = env.redis();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(env.stream())
+        .arg("store")
+        .arg("0")
+        .query(&mut r)
+        .unwrap();
+    let taken: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("store")
+        .arg("dead-worker")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(env.stream())
+        .arg(">")
+        .query(&mut r)
+        .unwrap();
+    assert!(!matches!(taken, redis::Value::Nil));
+
+    let _worker = Central::start(&cfg, "store");
+    for seq in 1..=3 {
+        assert!(
+            wait_committed(server.addr(), seq),
+            "batch {seq} not committed"
+        );
+    }
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        3
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        distinct_keys(&entries)
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        let len: i64 = redis::cmd("XLEN")
+            .arg(env.stream())
+            .query(&mut env.redis())
+            .unwrap();
+        len == 0
+    }));
+}
+
+#[test]
+fn a_poisoned_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
+    let env = Env::new("poison");
+    let cfg = env.config_with(&env.pg_url, REDIS_URL, "max_attempts = 3", "");
+    env.migrate(&cfg);
+    let mut r = env.redis();
+    let _: String = redis::cmd("XADD")
+        .arg(env.stream())
+        .arg("*")
+        .arg("origin")
+        .arg("edge")
+        .arg("edge")
+        .arg(EDGE)
+        .arg("seq")
+        .arg(99)
+        .arg("data")
+        .arg("not a batch")
+        .query(&mut r)
+        .unwrap();
+    let central = Central::start(&cfg, "run");
+    assert_eq!(
+        post_batch(central.addr(), &batch(1, fixture_entries()), TOKEN).status,
+        200
+    );
+    assert!(wait_committed(central.addr(), 1));
+    assert!(wait_until(Duration::from_secs(30), || {
+        let len: i64 = redis::cmd("XLEN")
+            .arg(env.dead_stream())
+            .query(&mut env.redis())
+            .unwrap();
+        len == 1
+    }));
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(env.dead_stream())
+        .arg("-")
+        .arg("+")
+        .query(&mut r)
+        .unwrap();
+    let error: String = redis::from_redis_value(dead.ids[0].map["error"].clone()).unwrap();
+    assert!(error.starts_with("batch does not decompress"), "{error}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let len: i64 = redis::cmd("XLEN")
+            .arg(env.stream())
+            .query(&mut env.redis())
+            .unwrap();
+        len == 0
+    }));
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        1
+    );
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore, standing in
+/// for a database outage without stopping the shared server.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &'static str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut list = open2.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_postgresql_outage_delays_but_loses_nothing() {
+    let env = Env::new("pgdown");
+    env.migrate(&env.config());
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let via_proxy = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=2",
+        proxy.port, env.name
+    );
+    let cfg = env.config_with(&via_proxy, REDIS_URL, "", "");
+    let central = Central::start(&cfg, "run");
+    let entries = fixture_entries();
+    assert_eq!(
+        post_batch(central.addr(), &batch(1, entries.clone()), TOKEN).status,
+        200
+    );
+    assert!(wait_committed(central.addr(), 1));
+
+    proxy.cut();
+    for seq in 2..=4 {
+        let r = post_batch(central.addr(), &batch(seq, entries.clone()), TOKEN);
+        assert_eq!(
+            r.status,
+            200,
+            "queueing must go on while PostgreSQL is down: {}",
+            r.text()
+        );
+        assert!(r.ack().committed.is_empty());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        1
+    );
+
+    proxy.restore();
+    for seq in 2..=4 {
+        assert!(
+            wait_committed(central.addr(), seq),
+            "batch {seq} lost after the outage"
+        );
+    }
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        4
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        distinct_keys(&entries)
+    );
+}
