@@ -2,17 +2,21 @@
 //! environment variable, with defaults that work on one machine (Redis and
 //! PostgreSQL on localhost).
 //!
-//! Environment overrides: `BULKFLOW_CENTRAL__<SECTION>__<KEY>=value`, e.g.
-//! `BULKFLOW_CENTRAL__POSTGRES__URL=host=db user=bulkflow`. The value is read
-//! as a TOML value when it parses as one (numbers, booleans, arrays) and as a
-//! string otherwise.
+//! Environment overrides, as on the edge: `BULKFLOW_CENTRAL_<KEY>` for a
+//! top-level key, `BULKFLOW_CENTRAL_<SECTION>_<KEY>` inside a section, e.g.
+//! `BULKFLOW_CENTRAL_POSTGRES_URL="host=db user=bulkflow"` or
+//! `BULKFLOW_CENTRAL_STORE_READ_COUNT=64`. The value is read as a TOML value
+//! when it parses as one (numbers, booleans, arrays) and as a string otherwise.
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub const ENV_PREFIX: &str = "BULKFLOW_CENTRAL__";
+pub const ENV_PREFIX: &str = "BULKFLOW_CENTRAL_";
+
+/// The sections an override name can start with.
+const SECTIONS: &[&str] = &["tls", "redis", "postgres", "ingest", "store", "timescale"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -202,7 +206,7 @@ impl Config {
     }
 }
 
-/// Applies `BULKFLOW_CENTRAL__A__B=v` overrides to the TOML table.
+/// Applies `BULKFLOW_CENTRAL_[SECTION_]KEY=v` overrides to the TOML table.
 fn apply_env(
     table: &mut toml::Table,
     vars: impl Iterator<Item = (String, String)>,
@@ -211,7 +215,16 @@ fn apply_env(
         let Some(path) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let lower = path.to_ascii_lowercase();
+        let keys: Vec<String> = match SECTIONS.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|r| r.strip_prefix('_'))
+                .map(|k| (s, k))
+        }) {
+            Some((section, key)) => vec![section.to_string(), key.to_string()],
+            None => vec![lower],
+        };
         let value = format!("v = {raw}")
             .parse::<toml::Table>()
             .ok()
@@ -242,16 +255,20 @@ mod tests {
             &mut t,
             [
                 (
-                    "BULKFLOW_CENTRAL__REDIS__STREAM".to_string(),
+                    "BULKFLOW_CENTRAL_REDIS_STREAM".to_string(),
                     "other".to_string(),
                 ),
                 (
-                    "BULKFLOW_CENTRAL__STORE__READ_COUNT".to_string(),
+                    "BULKFLOW_CENTRAL_STORE_READ_COUNT".to_string(),
                     "7".to_string(),
                 ),
                 (
-                    "BULKFLOW_CENTRAL__POSTGRES__URL".to_string(),
+                    "BULKFLOW_CENTRAL_POSTGRES_URL".to_string(),
                     "host=db user=x".to_string(),
+                ),
+                (
+                    "BULKFLOW_CENTRAL_LISTEN".to_string(),
+                    "0.0.0.0:9000".to_string(),
                 ),
                 ("UNRELATED".to_string(), "1".to_string()),
             ]
@@ -263,6 +280,7 @@ mod tests {
         assert_eq!(c.store.read_count, 7);
         assert_eq!(c.postgres.url, "host=db user=x");
         assert_eq!(c.redis.group, "bulkflow-store");
+        assert_eq!(c.listen.port(), 9000);
     }
 
     #[test]
