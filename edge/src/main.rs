@@ -1,12 +1,25 @@
 //! `bulkflow-edge`: the agent that sits next to the CPEs.
 //!
 //! The binary only parses arguments and wires modules together; each command's
-//! work lives in its own module.
+//! work lives in its own module: `ingest` (CPE HTTP server) -> `outbox` (SQLite)
+//! -> `forward` (batches to central), plus `status`, `metrics` and `shutdown`.
 
+mod config;
 mod decode;
+mod forward;
+mod ingest;
+mod metrics;
+mod outbox;
+mod shutdown;
+mod status;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use config::Config;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -19,15 +32,126 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML config file (`BULKFLOW_EDGE_*` environment variables override it).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Decode one Bulk Data request body and print one JSON line per parameter.
     Decode(decode::Args),
+    /// Accept reports from CPEs and forward them to central.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write the bound listener address(es) here once listening
+        /// (one per line: ingest, then admin if separate).
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// Show what the outbox holds and how forwarding goes.
+    Status(ConfigArg),
+    /// Validate a config file and print the effective settings.
+    CheckConfig(ConfigArg),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Decode(args) => decode::run(&args),
+    let result = match cli.command {
+        Command::Decode(args) => return decode::run(&args),
+        Command::Run { config, addr_file } => run(&config.config, addr_file.as_deref()),
+        Command::Status(c) => Config::load(&c.config).and_then(|c| status::run(&c)),
+        Command::CheckConfig(c) => Config::load(&c.config).map(|c| {
+            println!("# configuration is valid; effective settings:");
+            print!("{}", c.effective());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
+}
+
+fn run(config_path: &Path, addr_file: Option<&Path>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(config_path)?;
+    // reqwest is built without a crypto provider: ring, never aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (outbox, writer) = outbox::Outbox::start(&config.outbox, config.quarantine.max_rows)
+        .with_context(|| format!("cannot open outbox {}", config.outbox.path.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(&config, outbox.clone(), addr_file));
+    // Connections still open after the grace period end with the runtime;
+    // then the last outbox handle goes and the writer finishes.
+    drop(runtime);
+    drop(outbox);
+    let _ = writer.join();
+    result
+}
+
+async fn serve(
+    config: &Config,
+    outbox: outbox::Outbox,
+    addr_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signals();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let stored = Arc::new(tokio::sync::Notify::new());
+    let tls = config.tls.as_ref().map(ingest::tls_acceptor).transpose()?;
+    let (listener, addr) = ingest::bind(config.listen, "Bulk Data").await?;
+    let mut addrs = vec![addr.to_string()];
+    let admin = match config.ingest.admin_listen {
+        Some(a) => {
+            let (l, a) = ingest::bind(a, "admin (/healthz, /metrics)").await?;
+            addrs.push(a.to_string());
+            Some(l)
+        }
+        None => None,
+    };
+    if let Some(path) = addr_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addrs.join("\n") + "\n")?;
+        std::fs::rename(&tmp, path)?;
+    }
+    let state = Arc::new(ingest::Ingest::new(
+        config,
+        outbox.clone(),
+        metrics.clone(),
+        stored.clone(),
+    ));
+    let forwarder = forward::Forwarder::new(config, outbox, metrics, stored, shutdown.clone())?;
+    let forwarding = tokio::spawn(forwarder.run());
+    let grace = Duration::from_secs(config.ingest.shutdown_grace_secs);
+    let role = match admin {
+        Some(l) => {
+            tokio::spawn(ingest::serve(
+                l,
+                None,
+                state.clone(),
+                ingest::Role::Admin,
+                shutdown.clone(),
+                grace,
+            ));
+            ingest::Role::Ingest
+        }
+        None => ingest::Role::All,
+    };
+    ingest::serve(listener, tls, state, role, shutdown, grace).await;
+    let _ = forwarding.await;
+    tracing::info!("stopped");
+    Ok(())
 }

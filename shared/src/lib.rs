@@ -5,6 +5,8 @@
 //! decoder lives here, free of I/O: it takes the body and the few headers that
 //! matter and returns reports or a one-line [`report::DecodeError`].
 
+pub mod config;
 pub mod identity;
+pub mod receive;
 pub mod report;
 pub mod wire;
