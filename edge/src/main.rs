@@ -85,6 +85,7 @@ fn run(config_path: &Path, addr_file: Option<&Path>) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(config_path)?;
     // reqwest is built without a crypto provider: ring, never aws-lc.

@@ -62,7 +62,7 @@ impl Edge {
             .arg(&config)
             .arg("--addr-file")
             .arg(&addr_file)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
