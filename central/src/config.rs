@@ -9,6 +9,9 @@
 //! when it parses as one (numbers, booleans, arrays) and as a string otherwise.
 
 use anyhow::{Context, bail};
+use bulkflow_shared::config::{BasicAuthConfig, ReceiveConfig};
+use bulkflow_shared::identity::IdentityConfig;
+use bulkflow_shared::report::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,15 @@ use std::path::{Path, PathBuf};
 pub const ENV_PREFIX: &str = "BULKFLOW_CENTRAL_";
 
 /// The sections an override name can start with.
-const SECTIONS: &[&str] = &["tls", "redis", "postgres", "ingest", "store", "timescale"];
+const SECTIONS: &[&str] = &[
+    "tls",
+    "redis",
+    "postgres",
+    "ingest",
+    "bulkdata",
+    "store",
+    "timescale",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +40,8 @@ pub struct Config {
     /// Edges allowed to send batches, each with its bearer token.
     pub edges: Vec<EdgeAuth>,
     pub ingest: IngestConfig,
+    /// Reports posted straight to central by CPEs at sites without an edge.
+    pub bulkdata: BulkdataConfig,
     pub store: StoreConfig,
     pub timescale: TimescaleConfig,
 }
@@ -42,6 +55,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             edges: Vec::new(),
             ingest: IngestConfig::default(),
+            bulkdata: BulkdataConfig::default(),
             store: StoreConfig::default(),
             timescale: TimescaleConfig::default(),
         }
@@ -114,6 +128,38 @@ impl Default for IngestConfig {
         IngestConfig {
             max_batch_bytes: 16 << 20,
             max_batch_decompressed_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Direct CPE ingest: the same rules and answers as an edge's listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkdataConfig {
+    /// The path CPEs post to (their profile's HTTP.URL). Default `/bulkdata`.
+    pub path: String,
+    pub limits: Limits,
+    pub identity: IdentityConfig,
+    pub auth: BasicAuthConfig,
+}
+
+impl Default for BulkdataConfig {
+    fn default() -> Self {
+        BulkdataConfig {
+            path: "/bulkdata".into(),
+            limits: Limits::default(),
+            identity: IdentityConfig::default(),
+            auth: BasicAuthConfig::default(),
+        }
+    }
+}
+
+impl BulkdataConfig {
+    pub fn receive(&self) -> ReceiveConfig {
+        ReceiveConfig {
+            limits: self.limits.clone(),
+            identity: self.identity.clone(),
+            auth: self.auth.clone(),
         }
     }
 }

@@ -8,13 +8,19 @@
 //!   the edge waits for before deleting. A batch already committed is not
 //!   queued again.
 //! - `GET /v1/acks?from=N`: that acknowledgement alone.
+//! - `POST|PUT /bulkdata` (configurable path): reports straight from CPEs at
+//!   sites without an edge, with the edge's rules (`bulkflow_shared::receive`):
+//!   Basic auth, limits, decoding, identity. `200` only once queued in Redis,
+//!   one stream entry per request; `503` + `Retry-After` when Redis is down.
 //! - `/healthz`, `/metrics`.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::queue::{Origin, Queue};
 use crate::shutdown::Shutdown;
-use bulkflow_shared::wire::{self, Ack};
+use bulkflow_shared::config::ReceiveConfig;
+use bulkflow_shared::receive::{self, Rejection};
+use bulkflow_shared::wire::{self, Ack, Batch, Entry};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -42,6 +48,7 @@ pub struct State {
     metrics: Arc<Metrics>,
     /// Bearer token -> edge id.
     tokens: HashMap<String, String>,
+    receive: ReceiveConfig,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -88,6 +95,7 @@ impl State {
             .map(|e| (e.token.clone(), e.id.clone()))
             .collect();
         Ok(State {
+            receive: cfg.bulkdata.receive(),
             cfg,
             queue,
             pg: Mutex::new(None),
@@ -191,6 +199,9 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
 }
 
 async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Answer {
+    if req.uri().path() == state.cfg.bulkdata.path {
+        return direct(state, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/batches") => batches(state, req).await,
         (&Method::GET, "/v1/acks") => acks(state, req).await,
@@ -340,4 +351,109 @@ async fn acks(state: &State, req: Request<Incoming>) -> Answer {
         }),
         Err(e) => unavailable(&format!("postgresql unavailable: {e}")),
     }
+}
+
+fn refuse(r: &Rejection) -> Answer {
+    let mut answer = text(r.status, r.reason.clone());
+    if let Some(challenge) = r
+        .challenge
+        .as_deref()
+        .and_then(|c| hyper::header::HeaderValue::from_str(c).ok())
+    {
+        answer
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, challenge);
+    }
+    answer
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A CPE's own Bulk Data request: decoded and identified like at an edge, then
+/// queued as one entry; answered 200 only once Redis has it.
+async fn direct(state: &State, req: Request<Incoming>) -> Answer {
+    let (head, body) = req.into_parts();
+    let user = match receive::check_head(&head.method, &head.headers, &state.receive.auth) {
+        Ok(u) => u,
+        Err(r) => {
+            state.count(&state.metrics.direct_rejected);
+            return refuse(&r);
+        }
+    };
+    let body = match read_body(
+        Request::from_parts(head.clone(), body),
+        state.receive.limits.max_body_bytes,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(answer) => {
+            state.count(&state.metrics.direct_rejected);
+            return answer;
+        }
+    };
+    let received_at_ms = now_ms();
+    let receive_cfg = state.receive.clone();
+    let (uri, headers) = (head.uri.clone(), head.headers.clone());
+    // Decoding a large report is CPU work: off the I/O threads.
+    let work = tokio::task::spawn_blocking(move || {
+        let accepted = receive::receive(
+            &uri,
+            &headers,
+            user.as_deref(),
+            &body,
+            received_at_ms,
+            &receive_cfg,
+        )?;
+        let count = accepted.reports.len();
+        let batch = Batch {
+            edge_id: "direct".into(),
+            batch_seq: 0,
+            entries: accepted
+                .reports
+                .into_iter()
+                .map(|report| Entry {
+                    device: accepted.device.clone(),
+                    received_at_ms,
+                    report,
+                })
+                .collect(),
+        };
+        Ok::<_, Rejection>((count, wire::encode(&batch)))
+    })
+    .await;
+    let (count, encoded) = match work {
+        Ok(Ok(done)) => done,
+        Ok(Err(r)) => {
+            state.count(&state.metrics.direct_rejected);
+            tracing::info!(status = r.status.as_u16(), reason = %r.reason, uri = %head.uri, "request refused");
+            return refuse(&r);
+        }
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decoder failed: {e}"),
+            );
+        }
+    };
+    if count == 0 {
+        return text(StatusCode::OK, "");
+    }
+    let data = match encoded {
+        Ok(d) => d,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if let Err(e) = state.queue.push(Origin::Direct, "direct", 0, &data).await {
+        state.count(&state.metrics.queue_unavailable);
+        warn!(error = %e, "cannot queue a direct report");
+        return unavailable("queue unavailable; retry later");
+    }
+    state
+        .metrics
+        .add(&state.metrics.direct_reports_received, count as u64);
+    text(StatusCode::OK, "")
 }

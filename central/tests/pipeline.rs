@@ -475,3 +475,124 @@ fn a_postgresql_outage_delays_but_loses_nothing() {
         distinct_keys(&entries)
     );
 }
+
+/// Headers of a fixture's `.http` file and the path with its query.
+fn fixture_request(name: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let http = std::fs::read_to_string(fixtures_dir().join(format!("{name}.http"))).unwrap();
+    let body = std::fs::read(fixtures_dir().join(format!("{name}.body"))).unwrap();
+    let mut lines = http.lines();
+    let path = lines.next().unwrap().split(' ').nth(1).unwrap().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (path, headers, body)
+}
+
+fn post_fixture(addr: std::net::SocketAddr, name: &str, auth: Option<&str>) -> HttpResponse {
+    let (path, headers, body) = fixture_request(name);
+    let mut h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(a) = auth {
+        h.push(("Authorization", a));
+    }
+    http(addr, "POST", &path, &h, &body)
+}
+
+#[test]
+fn cpes_without_an_edge_post_straight_to_central() {
+    let env = Env::new("direct");
+    let cfg = env.config_with(
+        &env.pg_url,
+        REDIS_URL,
+        "",
+        "[bulkdata.auth]\nuser = \"cpe\"\npassword = \"pw\"\n",
+    );
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "run");
+    let auth = Some("Basic Y3BlOnB3");
+
+    let r = post_fixture(central.addr(), "nvp-gzip-obuspa-like", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"bulkflow\", charset=\"UTF-8\"")
+    );
+    let r = post_fixture(
+        central.addr(),
+        "nvp-gzip-obuspa-like",
+        Some("Basic Y3BlOnd4"),
+    );
+    assert_eq!(r.status, 401);
+
+    let r = post_fixture(central.addr(), "nvp-gzip-obuspa-like", auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let device_rows = "SELECT count(*) FROM samples s JOIN devices d ON d.id = s.device_id
+                       WHERE d.device_key = '0A1B2C-USP%20Agent-SN0000000002' AND d.last_edge = 'direct'";
+    assert!(wait_until(Duration::from_secs(30), || env
+        .scalar::<i64>(device_rows)
+        == 87));
+    // The same request again (a CPE retry): answered 200, stored once.
+    assert_eq!(
+        post_fixture(central.addr(), "nvp-gzip-obuspa-like", auth).status,
+        200
+    );
+    assert_eq!(
+        post_fixture(central.addr(), "empty-report-array", auth).status,
+        200
+    );
+
+    let r = post_fixture(central.addr(), "bad-truncated-json", auth);
+    assert_eq!(r.status, 400);
+    assert!(r.text().starts_with("invalid JSON"), "{}", r.text());
+    let (path, _, body) = fixture_request("csv-per-row");
+    let r = http(
+        central.addr(),
+        "POST",
+        &path,
+        &[
+            ("Content-Encoding", "br"),
+            ("Authorization", "Basic Y3BlOnB3"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 415);
+    // No identity anywhere: refused, never stored under "unknown".
+    let r = http(
+        central.addr(),
+        "PUT",
+        "/bulkdata",
+        &[
+            ("Authorization", "Basic Y3BlOnB3"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"Report":[{"a":1}]}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().starts_with("cannot identify the device"),
+        "{}",
+        r.text()
+    );
+    let r = http(
+        central.addr(),
+        "GET",
+        "/bulkdata",
+        &[("Authorization", "Basic Y3BlOnB3")],
+        b"",
+    );
+    assert_eq!(r.status, 405);
+
+    // Wait for the retry to be processed, then check nothing doubled.
+    assert!(wait_until(Duration::from_secs(30), || {
+        let len: i64 = redis::cmd("XLEN")
+            .arg(env.stream())
+            .query(&mut env.redis())
+            .unwrap();
+        len == 0
+    }));
+    assert_eq!(env.scalar::<i64>(device_rows), 87);
+    assert_eq!(env.scalar::<i64>("SELECT count(*) FROM samples"), 87);
+}

@@ -207,6 +207,9 @@ pub fn receive(
         };
         Rejection::new(status, kind, e.to_string())
     })?;
+    // A user name every CPE shares says nothing about which CPE this is; only
+    // per-device credentials identify.
+    let basic_user = basic_user.filter(|u| config.auth.user.as_deref() != Some(*u));
     let device = identity::identify(uri.query(), basic_user, &decoded.reports, &config.identity)
         .ok_or_else(|| {
             Rejection::new(
@@ -327,5 +330,20 @@ mod tests {
         };
         let r = receive(&uri, &h, None, body, 0, &small).unwrap_err();
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn a_shared_basic_user_does_not_identify_a_device() {
+        let cfg = ReceiveConfig {
+            auth: auth(),
+            ..Default::default()
+        };
+        let h = headers(&[("content-type", "application/json")]);
+        let body = br#"{"Report":[{"Device.DeviceInfo.UpTime":5}]}"#;
+        let bare: Uri = "/bulkdata".parse().unwrap();
+        let r = receive(&bare, &h, Some("cpe"), body, 0, &cfg).unwrap_err();
+        assert_eq!(r.kind, RejectKind::Unidentified);
+        let a = receive(&bare, &h, Some("router-9"), body, 0, &cfg).unwrap();
+        assert_eq!(a.device.id, "router-9");
     }
 }

@@ -1,0 +1,215 @@
+//! `bulkflow-sim`: emulated CPEs for the quick-start, tests and benchmarks.
+//!
+//! `bulkflow-sim cpes` runs a small fleet that posts Bulk Data reports to a
+//! collector the way TR-069 CPEs do: identity in the query string, the
+//! vendor's encoding (JSON NameValuePair / ObjectHierarchy, CSV per row / per
+//! column), optional gzip and Basic auth, and retained failed reports resent
+//! with the next one.
+
+mod cpe;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use cpe::{Cpe, Snapshot};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "bulkflow-sim",
+    version,
+    about = "Emulated TR-069 CPEs sending Bulk Data reports"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run N CPEs, each sending a fixed number of reports to a collector.
+    Cpes(CpesArgs),
+}
+
+#[derive(clap::Args)]
+struct CpesArgs {
+    /// Collector URL (the profile's HTTP.URL), e.g. http://127.0.0.1:8080/bulkdata
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 5)]
+    cpes: usize,
+    /// Reports per CPE.
+    #[arg(long, default_value_t = 6)]
+    reports: u32,
+    /// Real time between a CPE's reports, ms.
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
+    /// Simulated ReportingInterval: CollectionTime advances this much per report,
+    /// ending at the present.
+    #[arg(long, default_value_t = 300)]
+    step_s: u64,
+    /// Failed reports kept and resent with the next one (NumberOfRetainedFailedReports).
+    #[arg(long, default_value_t = 3)]
+    retained: usize,
+    /// HTTP Basic credentials.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Reboot every N reports (uptime and counters restart from zero); 0 never.
+    #[arg(long, default_value_t = 0)]
+    reboot_every: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    reports_delivered: AtomicU64,
+    reports_dropped: AtomicU64,
+    params_delivered: AtomicU64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // reqwest is built without a default TLS provider; ring is the one that
+    // cross-builds everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    match cli.command {
+        Command::Cpes(args) => runtime.block_on(cpes(args)),
+    }
+}
+
+async fn cpes(args: CpesArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let args = Arc::new(args);
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for i in 0..args.cpes {
+        let (client, args, tally) = (client.clone(), args.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            run_cpe(i, &client, &args, &tally).await
+        }));
+    }
+    for t in tasks {
+        t.await.context("a CPE task failed")?;
+    }
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    println!(
+        "{} CPEs: {} requests ({} answered 200, {} failed); {} reports ({} parameters) delivered, {} dropped",
+        args.cpes,
+        get(&tally.requests),
+        get(&tally.ok),
+        get(&tally.failed),
+        get(&tally.reports_delivered),
+        get(&tally.params_delivered),
+        get(&tally.reports_dropped),
+    );
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+async fn run_cpe(index: usize, client: &reqwest::Client, args: &CpesArgs, tally: &Tally) {
+    let mut cpe = Cpe::new(index, args.seed);
+    let sep = if args.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}{}", args.url, cpe.query());
+    let start =
+        Utc::now() - chrono::Duration::seconds((args.step_s * u64::from(args.reports)) as i64);
+    let mut pending: Vec<Snapshot> = Vec::new();
+    // Spread the fleet over the interval, as real CPEs' phases differ.
+    tokio::time::sleep(Duration::from_millis(
+        args.interval_ms * index as u64 / args.cpes.max(1) as u64,
+    ))
+    .await;
+    for k in 1..=args.reports {
+        if args.reboot_every > 0 && k % args.reboot_every == 0 {
+            cpe.reboot();
+        }
+        cpe.advance(args.step_s);
+        let t = start + chrono::Duration::seconds((args.step_s * u64::from(k)) as i64);
+        pending.push((t, cpe.params()));
+        if pending.len() > args.retained + 1 {
+            pending.remove(0);
+            tally.reports_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if send(client, &url, &cpe, &pending, args).await {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+            tally
+                .reports_delivered
+                .fetch_add(pending.len() as u64, Ordering::Relaxed);
+            let params: usize = pending.iter().map(|p| p.1.len()).sum();
+            tally
+                .params_delivered
+                .fetch_add(params as u64, Ordering::Relaxed);
+            pending.clear();
+        } else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        tally.requests.fetch_add(1, Ordering::Relaxed);
+        if k < args.reports {
+            tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+        }
+    }
+    tally
+        .reports_dropped
+        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+}
+
+/// Posts the pending reports; true on 200 or 204 (what iopsys CPEs count as success).
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    cpe: &Cpe,
+    reports: &[Snapshot],
+    args: &CpesArgs,
+) -> bool {
+    let mut body = cpe.render(reports);
+    let mut req = client
+        .post(url)
+        .header("Content-Type", cpe.encoding.content_type())
+        .header("BBF-Report-Format", format!("\"{}\"", cpe.encoding.token()))
+        .header(
+            "Date",
+            Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        );
+    if cpe.gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        if gz.write_all(&body).is_ok()
+            && let Ok(compressed) = gz.finish()
+        {
+            body = compressed;
+            req = req.header("Content-Encoding", "gzip");
+        }
+    }
+    if let Some(user) = &args.user {
+        req = req.basic_auth(user, args.password.as_deref());
+    }
+    match req.body(body).send().await {
+        Ok(r) if r.status() == 200 || r.status() == 204 => true,
+        Ok(r) => {
+            tracing::warn!(cpe = %cpe.serial, status = %r.status(), "report refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(cpe = %cpe.serial, error = %e, "report not delivered");
+            false
+        }
+    }
+}
