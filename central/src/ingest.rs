@@ -298,10 +298,12 @@ async fn batches(state: &State, req: Request<Incoming>) -> Answer {
             );
         }
     };
+    // A token of one edge on another edge's batches is a configuration error:
+    // 403 makes the edge keep the batch and retry (a 400 would set it aside).
     if batch.edge_id != edge {
         state.count(&state.metrics.batches_rejected);
         return text(
-            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
             format!(
                 "batch is from edge {:?} but the token is edge {edge:?}",
                 batch.edge_id

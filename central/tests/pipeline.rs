@@ -198,7 +198,7 @@ fn requests_are_checked_before_queueing() {
     let mut other = small.clone();
     other.edge_id = "lab-2".into();
     let r = post_batch(central.addr(), &other, TOKEN);
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 403);
     assert!(r.text().contains("lab-2"), "{}", r.text());
     let auth = format!("Bearer {TOKEN}");
     let r = http(

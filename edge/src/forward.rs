@@ -261,6 +261,27 @@ impl Forwarder {
             .send()
             .await
             .with_context(|| format!("sending batch {seq}"))?;
+        // 400 and 413 say this batch will never be accepted: set it aside (kept
+        // in `rejected_batches` for an operator) instead of blocking the rest.
+        // Anything else (401/403 config, 5xx, 429) is retried.
+        let status = response.status();
+        if status == reqwest::StatusCode::BAD_REQUEST
+            || status == reqwest::StatusCode::PAYLOAD_TOO_LARGE
+        {
+            let text = response.text().await.unwrap_or_default();
+            let reason = text.lines().next().unwrap_or("").trim().to_string();
+            tracing::error!(seq, status = status.as_u16(), %reason, "central refused the batch; set aside in rejected_batches");
+            self.outbox
+                .park_batch(seq, status.as_u16(), reason.clone())
+                .await?;
+            queue.retain(|t| t.info.seq != seq);
+            self.metrics.batch_rejected();
+            self.outbox.forward_result(
+                false,
+                format!("batch {seq} refused by central ({status}): {reason}"),
+            );
+            return Ok(());
+        }
         let ack = read_ack(response)
             .await
             .with_context(|| format!("batch {seq}"))?;

@@ -21,6 +21,7 @@ struct Counters {
     batches_committed: u64,
     batch_bytes_sent: u64,
     forward_errors: u64,
+    batches_rejected: u64,
     last_forward_ok_ms: Option<i64>,
 }
 
@@ -66,6 +67,10 @@ impl Metrics {
 
     pub fn batches_committed(&self, n: u64) {
         self.with(|c| c.batches_committed += n);
+    }
+
+    pub fn batch_rejected(&self) {
+        self.with(|c| c.batches_rejected += 1);
     }
 
     pub fn forward_error(&self) {
@@ -149,6 +154,18 @@ impl Metrics {
             "counter",
             "Failed requests to central.",
             one(c.forward_errors),
+        );
+        metric(
+            "bulkflow_edge_batches_rejected_total",
+            "counter",
+            "Batches central refused for good (400/413), set aside in rejected_batches.",
+            one(c.batches_rejected),
+        );
+        metric(
+            "bulkflow_edge_rejected_batches",
+            "gauge",
+            "Batches set aside in rejected_batches.",
+            one(s.rejected_batches),
         );
         metric(
             "bulkflow_edge_dropped_reports_total",

@@ -117,6 +117,8 @@ pub struct OutboxStats {
     /// Receive time of the oldest report not yet in a batch.
     pub oldest_entry_ms: Option<i64>,
     pub quarantine_rows: u64,
+    /// Batches central refused for good (400, 413), kept aside for operators.
+    pub rejected_batches: u64,
     pub dropped_reports: u64,
     pub quota_bytes: u64,
 }
@@ -141,6 +143,12 @@ enum Command {
     },
     Delete {
         seqs: Vec<u64>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Park {
+        seq: u64,
+        status: u16,
+        reason: String,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     ForwardResult {
@@ -214,6 +222,13 @@ pub fn open_connection(path: &Path, sync: Synchronous) -> rusqlite::Result<Conne
             headers TEXT NOT NULL,
             body BLOB NOT NULL,
             body_len INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS rejected_batches (
+            seq INTEGER PRIMARY KEY,
+            data BLOB NOT NULL,
+            reports INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            at_ms INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);",
     )?;
     Ok(conn)
@@ -233,6 +248,8 @@ pub fn read_stats(conn: &Connection, quota_bytes: u64) -> rusqlite::Result<Outbo
     )?;
     let quarantine_rows: i64 =
         conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
+    let rejected_batches: i64 =
+        conn.query_row("SELECT COUNT(*) FROM rejected_batches", [], |r| r.get(0))?;
     let mut stats = OutboxStats {
         pending_reports: pending_reports as u64,
         entry_bytes: entry_bytes as u64 + pending_reports as u64 * ROW_OVERHEAD,
@@ -240,6 +257,7 @@ pub fn read_stats(conn: &Connection, quota_bytes: u64) -> rusqlite::Result<Outbo
         batch_reports: batch_reports as u64,
         batch_bytes: batch_bytes as u64 + batches as u64 * ROW_OVERHEAD,
         quarantine_rows: quarantine_rows as u64,
+        rejected_batches: rejected_batches as u64,
         dropped_reports: meta_int(conn, "dropped_reports")?.unwrap_or(0) as u64,
         quota_bytes,
         ..Default::default()
@@ -376,6 +394,23 @@ impl Outbox {
         self.ask(|reply| Command::Delete { seqs, reply }).await
     }
 
+    /// Sets aside a batch central refused for good (it would be refused again),
+    /// so later batches can flow; returns how many batches moved (0 or 1).
+    pub async fn park_batch(
+        &self,
+        seq: u64,
+        status: u16,
+        reason: String,
+    ) -> Result<u64, StoreError> {
+        self.ask(|reply| Command::Park {
+            seq,
+            status,
+            reason,
+            reply,
+        })
+        .await
+    }
+
     /// Moves the oldest pending entries into a new batch, if there are any.
     pub async fn form_batch(
         &self,
@@ -424,6 +459,7 @@ struct Delta {
     batch_bytes: i64,
     dropped: u64,
     quarantined: u64,
+    rejected: u64,
 }
 
 impl Writer {
@@ -531,6 +567,36 @@ impl Writer {
                                 delta.batch_bytes -= bytes + ROW_OVERHEAD as i64;
                             }
                         }
+                        deleted.push((reply, n));
+                    }
+                    Command::Park {
+                        seq,
+                        status,
+                        reason,
+                        reply,
+                    } => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO rejected_batches (seq, data, reports, status, reason, at_ms)
+                             SELECT seq, data, reports, ?2, ?3, ?4 FROM batches WHERE seq = ?1",
+                            params![seq as i64, status, reason, now_ms()],
+                        )?;
+                        let row: Option<(i64, i64)> = tx
+                            .query_row(
+                                "DELETE FROM batches WHERE seq = ?1 RETURNING reports, length(data)",
+                                [seq as i64],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )
+                            .optional()?;
+                        let n = match row {
+                            Some((reports, bytes)) => {
+                                delta.batches -= 1;
+                                delta.batch_reports -= reports;
+                                delta.batch_bytes -= bytes + ROW_OVERHEAD as i64;
+                                delta.rejected += 1;
+                                1
+                            }
+                            None => 0,
+                        };
                         deleted.push((reply, n));
                     }
                     other => {
@@ -720,6 +786,7 @@ fn apply(s: &mut OutboxStats, d: &Delta, quarantine_max_rows: u32) {
     s.batch_bytes = add(s.batch_bytes, d.batch_bytes);
     s.dropped_reports += d.dropped;
     s.quarantine_rows = (s.quarantine_rows + d.quarantined).min(u64::from(quarantine_max_rows));
+    s.rejected_batches += d.rejected;
 }
 
 #[derive(Clone, Copy)]

@@ -49,6 +49,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     );
     println!("dropped reports:   {}", s.dropped_reports);
     println!("quarantine rows:   {}", s.quarantine_rows);
+    println!("rejected batches:  {}", s.rejected_batches);
     match meta_int(&conn, "last_forward_ms")? {
         Some(t) => {
             let ok = meta_int(&conn, "last_forward_ok")?.unwrap_or(0) != 0;

@@ -144,3 +144,49 @@ fn check_config_prints_effective_settings_and_refuses_bad_ones() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
+
+#[test]
+fn a_batch_central_refuses_for_good_is_set_aside_and_the_rest_flows() {
+    let central = TestCentral::start(true);
+    central.state.lock().unwrap().refuse.push(1);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &central.url(), FAST);
+    let json = [("Content-Type", "application/json")];
+    for id in 0..20u64 {
+        let r = edge.post("/bulkdata?oui=0A1B2C&sn=D1", &json, &nvp_body(id, 3));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    wait_until("the refused batch to be set aside", || {
+        count(
+            &edge.db,
+            "SELECT COUNT(*) FROM rejected_batches WHERE seq = 1 AND status = 400",
+        ) == 1
+    });
+    let parked = count(
+        &edge.db,
+        "SELECT reports FROM rejected_batches WHERE seq = 1",
+    );
+    assert!(parked >= 1);
+    wait_until("the other reports to arrive", || {
+        central.received() as i64 == 20 - parked
+    });
+    wait_until("the outbox to empty", || {
+        count(&edge.db, "SELECT COUNT(*) FROM batches") == 0
+    });
+    let reason: String = rusqlite::Connection::open(&edge.db)
+        .unwrap()
+        .query_row(
+            "SELECT reason FROM rejected_batches WHERE seq = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reason, "batch refused for the test");
+    let status = Command::new(env!("CARGO_BIN_EXE_bulkflow-edge"))
+        .args(["status", "--config"])
+        .arg(&edge.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(text.contains("rejected batches:  1"), "{text}");
+}

@@ -16,9 +16,12 @@
 //! - `200` once the batch is queued (durable per central's Redis setting), with an
 //!   [`Ack`] JSON body; a batch central has already seen is answered the same way
 //!   and stored once;
-//! - `400` (the batch cannot be decoded; resending will not help), `401` (bad
-//!   token), `413` (over central's size limit), `503` (queue unavailable; retry
-//!   with backoff). Bodies of errors are one line of text.
+//! - `400` (the batch cannot be decoded; resending will not help) and `413`
+//!   (over central's size limit): the edge sets the batch aside in its
+//!   `rejected_batches` table for an operator and goes on with the next one;
+//!   `401` (unknown token) and `403` (the token belongs to another edge):
+//!   configuration errors, retried; `503` (queue unavailable): retried with
+//!   backoff. Bodies of errors are one line of text.
 //!
 //! `GET /v1/acks?from=<seq>` (same authorization): the [`Ack`] alone, for an edge
 //! that has nothing new to send but waits on confirmations.

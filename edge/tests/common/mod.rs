@@ -244,6 +244,8 @@ pub struct CentralState {
     pub posts: u64,
     pub committed: Vec<u64>,
     pub tokens: Vec<Option<String>>,
+    /// Batches to answer with 400, as central does for a batch it cannot use.
+    pub refuse: Vec<u64>,
 }
 
 impl CentralState {
@@ -329,6 +331,9 @@ fn serve_central(conn: TcpStream, state: &Mutex<CentralState>, up: &AtomicBool) 
             (503, "central is down\n".to_string())
         } else if line.starts_with("POST /v1/batches") {
             match wire::decode(&body, 1 << 30) {
+                Ok(batch) if state.lock().unwrap().refuse.contains(&batch.batch_seq) => {
+                    (400, "batch refused for the test\n".to_string())
+                }
                 Ok(batch) => {
                     let mut s = state.lock().unwrap();
                     s.posts += 1;
