@@ -9,12 +9,12 @@
 //! when it parses as one (numbers, booleans, arrays) and as a string otherwise.
 
 use anyhow::{Context, bail};
-use bulkflow_shared::config::{BasicAuthConfig, ReceiveConfig};
+use bulkflow_shared::config::{BasicAuthConfig, ReceiveConfig, TlsFiles};
 use bulkflow_shared::identity::IdentityConfig;
 use bulkflow_shared::report::Limits;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const ENV_PREFIX: &str = "BULKFLOW_CENTRAL_";
 
@@ -34,7 +34,8 @@ const SECTIONS: &[&str] = &[
 pub struct Config {
     /// Address the HTTP(S) server listens on.
     pub listen: SocketAddr,
-    pub tls: Option<TlsConfig>,
+    /// HTTPS on `listen` (with `client_ca`: edges must present a client certificate).
+    pub tls: Option<TlsFiles>,
     pub redis: RedisConfig,
     pub postgres: PostgresConfig,
     /// Edges allowed to send batches, each with its bearer token.
@@ -60,13 +61,6 @@ impl Default for Config {
             timescale: TimescaleConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

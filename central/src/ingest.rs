@@ -163,6 +163,10 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
     info!(%addr, "listening");
     // Tests and scripts wait for this line to learn the port.
     println!("listening on {addr}");
+    let tls = match &state.cfg.tls {
+        Some(files) => Some(bulkflow_shared::tls::acceptor(files)?),
+        None => None,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -181,14 +185,43 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
             let state = state.clone();
             async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let builder = hyper::server::conn::http1::Builder::new();
+        match &tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    // The handshake runs in the connection's task, so a slow
+                    // client cannot hold up the accept loop.
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     // Let requests in flight finish (their data may already be queued).
     tokio::select! {

@@ -34,14 +34,18 @@ fn edge_binary() -> PathBuf {
 }
 
 fn start_edge(env: &Env, central: std::net::SocketAddr) -> Edge {
+    start_edge_with(env, &format!("http://{central}"), "", "edge")
+}
+
+fn start_edge_with(env: &Env, central_url: &str, forward_extra: &str, name: &str) -> Edge {
     let dir = env.dir.path();
-    let config = dir.join("edge.toml");
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
             r#"edge_id = "{EDGE}"
 listen = "127.0.0.1:0"
-central_url = "http://{central}"
+central_url = "{central_url}"
 
 [outbox]
 path = "{db}"
@@ -53,12 +57,13 @@ ack_timeout_secs = 2
 ack_poll_ms = 200
 backoff_min_ms = 100
 backoff_max_ms = 1000
+{forward_extra}
 "#,
-            db = dir.join("edge.db").display()
+            db = dir.join(format!("{name}.db")).display()
         ),
     )
     .unwrap();
-    let addr_file = dir.join("edge.addr");
+    let addr_file = dir.join(format!("{name}.addr"));
     let child = Command::new(edge_binary())
         .arg("run")
         .arg("--config")
@@ -237,4 +242,155 @@ fn a_redis_flush_loses_nothing_because_the_edge_resends() {
     let distinct: i64 = env.scalar("SELECT count(DISTINCT batch_seq) FROM ingested_batches");
     assert_eq!(batches, distinct);
     assert!(batches >= 1);
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for localhost and a client certificate.
+fn make_pki(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bulkflow test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE",
+        ),
+        (
+            "client",
+            "lab-1",
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE",
+        ),
+    ] {
+        let mut req = vec!["req"];
+        req.extend(ec);
+        let subj = format!("/CN={cn}");
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        req.extend([
+            "-subj",
+            subj.as_str(),
+            "-keyout",
+            key.as_str(),
+            "-out",
+            csr.as_str(),
+        ]);
+        openssl(dir, &req);
+        let ext_file = format!("{name}.ext");
+        std::fs::write(dir.join(&ext_file), ext.replace("\\n", "\n")).unwrap();
+        let crt = format!("{name}.crt");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                &ext_file,
+            ],
+        );
+    }
+}
+
+#[test]
+fn edges_reach_central_over_mutual_tls() {
+    let env = Env::new("mtls");
+    let pki = env.dir.path();
+    make_pki(pki);
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        pki.join("server.crt").display(),
+        pki.join("server.key").display(),
+        pki.join("ca.crt").display()
+    );
+    let cfg = env.config_with(&env.pg_url, REDIS_URL, "", &tls);
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "run");
+    let url = format!("https://localhost:{}", central.addr().port());
+    let trust = format!("ca_cert = \"{}\"\n", pki.join("ca.crt").display());
+    let identity = format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        pki.join("client.crt").display(),
+        pki.join("client.key").display()
+    );
+
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = std::panic::catch_unwind(|| http(central.addr(), "GET", "/healthz", &[], b""));
+    assert!(plain.is_err() || plain.as_ref().is_ok_and(|r| r.status != 200));
+
+    let edge = start_edge_with(&env, &url, &format!("{trust}{identity}"), "edge");
+    assert_eq!(post_all_fixtures(edge.addr), (7, 2));
+    let expected = distinct_keys();
+    assert!(wait_until(Duration::from_secs(60), || env
+        .scalar::<i64>("SELECT count(*) FROM samples")
+        == expected));
+
+    let batches: i64 = env.scalar("SELECT count(*) FROM ingested_batches");
+
+    // Without a client certificate the handshake fails and nothing gets through.
+    let anonymous = start_edge_with(&env, &url, &trust, "anonymous");
+    let status = || {
+        let out = Command::new(edge_binary())
+            .args(["status", "--config"])
+            .arg(env.dir.path().join("anonymous.toml"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    post_all_fixtures(anonymous.addr);
+    assert!(
+        wait_until(Duration::from_secs(30), || status()
+            .contains("last forward:      FAILED")),
+        "{}",
+        status()
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        batches
+    );
 }

@@ -269,22 +269,7 @@ fn keep_in_quarantine(
 
 /// Builds the TLS acceptor from PEM files (ring provider, never aws-lc).
 pub fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
-    use anyhow::Context;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("cannot read {}", files.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("bad certificate PEM in {}", files.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("cannot read a private key from {}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not fit")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(bulkflow_shared::tls::acceptor(files)?)
 }
 
 /// Accepts connections until shutdown, then waits (up to `grace`) for the

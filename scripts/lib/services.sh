@@ -11,6 +11,7 @@ ensure_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v openssl >/dev/null || missing+=(openssl)   # TLS tests make their certificates with it
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     as_root apt-get update -qq

@@ -40,6 +40,10 @@ impl BasicAuthConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM):
+    /// mutual TLS, e.g. for edges connecting to central.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Everything that decides how one Bulk Data request is answered.

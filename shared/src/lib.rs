@@ -9,4 +9,6 @@ pub mod config;
 pub mod identity;
 pub mod receive;
 pub mod report;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wire;
