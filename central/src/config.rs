@@ -221,7 +221,12 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut table, std::env::vars())?;
+        bulkflow_shared::config::apply_env_overrides(
+            &mut table,
+            ENV_PREFIX,
+            SECTIONS,
+            std::env::vars(),
+        )?;
         let config: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration")?;
@@ -246,44 +251,6 @@ impl Config {
     }
 }
 
-/// Applies `BULKFLOW_CENTRAL_[SECTION_]KEY=v` overrides to the TOML table.
-fn apply_env(
-    table: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-) -> anyhow::Result<()> {
-    for (name, raw) in vars {
-        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let lower = path.to_ascii_lowercase();
-        let keys: Vec<String> = match SECTIONS.iter().find_map(|s| {
-            lower
-                .strip_prefix(s)
-                .and_then(|r| r.strip_prefix('_'))
-                .map(|k| (s, k))
-        }) {
-            Some((section, key)) => vec![section.to_string(), key.to_string()],
-            None => vec![lower],
-        };
-        let value = format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(raw));
-        let (last, parents) = keys.split_last().context("empty override name")?;
-        let mut node = &mut *table;
-        for k in parents {
-            node = node
-                .entry(k.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .with_context(|| format!("{name}: {k} is not a section"))?;
-        }
-        node.insert(last.clone(), value);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,8 +258,10 @@ mod tests {
     #[test]
     fn env_overrides_nested_keys_with_typed_values() {
         let mut t: toml::Table = "[redis]\nstream = \"s\"\n".parse().unwrap();
-        apply_env(
+        bulkflow_shared::config::apply_env_overrides(
             &mut t,
+            ENV_PREFIX,
+            SECTIONS,
             [
                 (
                     "BULKFLOW_CENTRAL_REDIS_STREAM".to_string(),
@@ -321,6 +290,13 @@ mod tests {
         assert_eq!(c.postgres.url, "host=db user=x");
         assert_eq!(c.redis.group, "bulkflow-store");
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let c: Config = toml::from_str(include_str!("../central.example.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.edges[0].id, "lab-1");
     }
 
     #[test]

@@ -219,12 +219,7 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
         let mut table: toml::Table = text.parse().context("invalid TOML")?;
-        for (key, value) in env {
-            if let Some(rest) = key.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut table, rest, &value)
-                    .with_context(|| format!("environment variable {key}"))?;
-            }
-        }
+        bulkflow_shared::config::apply_env_overrides(&mut table, ENV_PREFIX, SECTIONS, env)?;
         let config: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration")?;
@@ -277,33 +272,6 @@ impl Config {
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
-}
-
-fn apply_override(table: &mut toml::Table, rest: &str, value: &str) -> anyhow::Result<()> {
-    let lower = rest.to_ascii_lowercase();
-    let value = parse_env_value(value);
-    for section in SECTIONS {
-        if let Some(key) = lower.strip_prefix(&format!("{section}_")) {
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let Some(t) = entry.as_table_mut() else {
-                bail!("{section} is not a table");
-            };
-            t.insert(key.to_string(), value);
-            return Ok(());
-        }
-    }
-    table.insert(lower, value);
-    Ok(())
-}
-
-fn parse_env_value(value: &str) -> toml::Value {
-    format!("v = {value}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()))
 }
 
 #[cfg(test)]

@@ -54,3 +54,85 @@ pub struct ReceiveConfig {
     pub identity: IdentityConfig,
     pub auth: BasicAuthConfig,
 }
+
+/// Why an environment override could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}: {reason}")]
+pub struct EnvOverrideError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Applies environment overrides to a parsed TOML config, the scheme both
+/// binaries document: `<PREFIX><KEY>` sets a top-level key and
+/// `<PREFIX><SECTION>_<KEY>` a key of one of `sections` (names upper-cased in
+/// the environment). A value is read as TOML when it parses as one (numbers,
+/// booleans, arrays, inline tables) and as a string otherwise.
+pub fn apply_env_overrides(
+    table: &mut toml::Table,
+    prefix: &str,
+    sections: &[&str],
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), EnvOverrideError> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let section = sections.iter().find_map(|s| {
+            lower
+                .strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        });
+        match section {
+            Some((section, key)) => {
+                let entry = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(t) = entry.as_table_mut() else {
+                    return Err(EnvOverrideError {
+                        name,
+                        reason: format!("{section} is not a section"),
+                    });
+                };
+                t.insert(key.to_string(), value);
+            }
+            None => {
+                table.insert(lower, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_reach_keys_and_sections_with_typed_values() {
+        let mut t: toml::Table = "a = 1\n[outbox]\npath = \"x\"\n".parse().unwrap();
+        let vars = [
+            ("APP_A", "2"),
+            ("APP_OUTBOX_QUOTA_BYTES", "5000"),
+            ("APP_OUTBOX_PATH", "/data/o.db"),
+            ("APP_FORWARD_TOKEN", "abc def"),
+            ("OTHER_A", "9"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        apply_env_overrides(&mut t, "APP_", &["outbox", "forward"], vars.into_iter()).unwrap();
+        assert_eq!(t["a"].as_integer(), Some(2));
+        assert_eq!(t["outbox"]["quota_bytes"].as_integer(), Some(5000));
+        assert_eq!(t["outbox"]["path"].as_str(), Some("/data/o.db"));
+        assert_eq!(t["forward"]["token"].as_str(), Some("abc def"));
+        let mut bad: toml::Table = "outbox = 1\n".parse().unwrap();
+        let vars = [("APP_OUTBOX_PATH".to_string(), "x".to_string())];
+        assert!(apply_env_overrides(&mut bad, "APP_", &["outbox"], vars.into_iter()).is_err());
+    }
+}
