@@ -35,6 +35,40 @@ impl Encoding {
     }
 }
 
+/// How a report carries its CollectionTime / ReportTimestamp
+/// (`JSONEncoding.ReportTimestamp`, `CSVEncoding.RowTimestamp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeStyle {
+    UnixEpoch,
+    Iso8601,
+    None,
+}
+
+impl TimeStyle {
+    pub fn from_token(s: &str) -> TimeStyle {
+        match s {
+            "ISO-8601" => TimeStyle::Iso8601,
+            "None" => TimeStyle::None,
+            _ => TimeStyle::UnixEpoch,
+        }
+    }
+
+    fn render(self, t: &DateTime<Utc>) -> Option<serde_json::Value> {
+        match self {
+            TimeStyle::UnixEpoch => Some(t.timestamp().into()),
+            TimeStyle::Iso8601 => Some(t.format("%Y-%m-%dT%H:%M:%SZ").to_string().into()),
+            TimeStyle::None => None,
+        }
+    }
+
+    fn text(self, t: &DateTime<Utc>) -> Option<String> {
+        self.render(t).map(|v| match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+}
+
 /// A parameter value with its TR-106 type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
@@ -45,7 +79,7 @@ pub enum Val {
 }
 
 impl Val {
-    fn csv_type(&self) -> &'static str {
+    pub fn csv_type(&self) -> &'static str {
         match self {
             Val::UInt(v) if *v > u64::from(u32::MAX) => "unsignedLong",
             Val::UInt(_) => "unsignedInt",
@@ -55,7 +89,7 @@ impl Val {
         }
     }
 
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Val::UInt(v) => v.to_string(),
             Val::Int(v) => v.to_string(),
@@ -104,6 +138,9 @@ pub struct Cpe {
     /// Everything as JSON strings, as TP-Link firmware sends it.
     pub strings: bool,
     pub gzip: bool,
+    /// `NeighboringWiFiDiagnostic.DiagnosticsState`; results are reported
+    /// only once a scan completed.
+    pub scan_state: &'static str,
     uptime_s: u64,
     /// [interface][bytes sent, bytes received, packets sent, packets received]
     interfaces: Vec<[u64; 4]>,
@@ -180,6 +217,7 @@ impl Cpe {
             encoding,
             strings,
             gzip,
+            scan_state: "Complete",
             uptime_s: rng.u64(3_600..2_000_000),
             interfaces: (0..4)
                 .map(|_| {
@@ -243,6 +281,18 @@ impl Cpe {
                 .saturating_sub(2)
                 .clamp(40, 200);
         }
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.uptime_s
+    }
+
+    /// A new neighbour scan: signals move, a network may come or go.
+    pub fn rescan(&mut self) {
+        for n in &mut self.neighbors {
+            n.signal = (n.signal + self.rng.i64(-4..5)).clamp(-95, -30);
+        }
+        self.scan_state = "Complete";
     }
 
     /// A reboot: uptime and counters start again from zero.
@@ -350,9 +400,18 @@ impl Cpe {
         }
         add(
             "Device.WiFi.NeighboringWiFiDiagnostic.DiagnosticsState".into(),
-            Val::Str("Complete".into()),
+            Val::Str(self.scan_state.into()),
         );
-        for (n, nb) in self.neighbors.iter().enumerate() {
+        let results: &[Neighbor] = if self.scan_state == "Complete" {
+            &self.neighbors
+        } else {
+            &[]
+        };
+        add(
+            "Device.WiFi.NeighboringWiFiDiagnostic.ResultNumberOfEntries".into(),
+            Val::UInt(results.len() as u64),
+        );
+        for (n, nb) in results.iter().enumerate() {
             let r = format!("Device.WiFi.NeighboringWiFiDiagnostic.Result.{}", n + 1);
             add(format!("{r}.SSID"), Val::Str(nb.ssid.clone()));
             add(format!("{r}.BSSID"), Val::Str(nb.bssid.clone()));
@@ -373,15 +432,22 @@ impl Cpe {
     /// Renders reports (oldest first: retained failed ones, then the current
     /// one) as one request body in this CPE's encoding.
     pub fn render(&self, reports: &[Snapshot]) -> Vec<u8> {
-        match self.encoding {
+        self.render_as(self.encoding, TimeStyle::UnixEpoch, reports)
+    }
+
+    /// Renders reports in `encoding` with the profile's timestamp style.
+    pub fn render_as(&self, encoding: Encoding, time: TimeStyle, reports: &[Snapshot]) -> Vec<u8> {
+        match encoding {
             Encoding::NameValuePair | Encoding::ObjectHierarchy => {
                 let list: Vec<serde_json::Value> = reports
                     .iter()
                     .map(|(t, params)| {
                         let mut obj = serde_json::Map::new();
-                        obj.insert("CollectionTime".into(), t.timestamp().into());
+                        if let Some(ct) = time.render(t) {
+                            obj.insert("CollectionTime".into(), ct);
+                        }
                         for (path, v) in params {
-                            if self.encoding == Encoding::NameValuePair {
+                            if encoding == Encoding::NameValuePair {
                                 obj.insert(path.clone(), v.json(self.strings));
                             } else {
                                 insert_nested(&mut obj, path, v.json(self.strings));
@@ -395,15 +461,18 @@ impl Cpe {
                     .into_bytes()
             }
             Encoding::ParameterPerRow => {
-                let mut out =
-                    String::from("ReportTimestamp,ParameterName,ParameterValue,ParameterType\r\n");
+                let mut out = String::from(if time == TimeStyle::None {
+                    "ParameterName,ParameterValue,ParameterType\r\n"
+                } else {
+                    "ReportTimestamp,ParameterName,ParameterValue,ParameterType\r\n"
+                });
                 for (t, params) in reports {
+                    let ts = time.text(t).map(|s| format!("{s},")).unwrap_or_default();
                     for (path, v) in params {
                         let _ = write!(
                             out,
-                            "{},{},{},{}\r\n",
-                            t.timestamp(),
-                            path,
+                            "{ts}{},{},{}\r\n",
+                            csv_field(path),
                             csv_field(&v.text()),
                             v.csv_type()
                         );
@@ -412,20 +481,23 @@ impl Cpe {
                 out.into_bytes()
             }
             Encoding::ParameterPerColumn => {
-                let mut out = String::from("ReportTimestamp");
-                if let Some((_, params)) = reports.first() {
-                    for (path, _) in params {
-                        out.push(',');
-                        out.push_str(path);
-                    }
+                let stamped = time != TimeStyle::None;
+                let mut header: Vec<String> = Vec::new();
+                if stamped {
+                    header.push("ReportTimestamp".into());
                 }
+                if let Some((_, params)) = reports.first() {
+                    header.extend(params.iter().map(|(path, _)| csv_field(path)));
+                }
+                let mut out = header.join(",");
                 out.push_str("\r\n");
                 for (t, params) in reports {
-                    out.push_str(&t.timestamp().to_string());
-                    for (_, v) in params {
-                        out.push(',');
-                        out.push_str(&csv_field(&v.text()));
+                    let mut row: Vec<String> = Vec::new();
+                    if let Some(ts) = time.text(t) {
+                        row.push(ts);
                     }
+                    row.extend(params.iter().map(|(_, v)| csv_field(&v.text())));
+                    out.push_str(&row.join(","));
                     out.push_str("\r\n");
                 }
                 out.into_bytes()

@@ -5,8 +5,16 @@
 //! vendor's encoding (JSON NameValuePair / ObjectHierarchy, CSV per row / per
 //! column), optional gzip and Basic auth, and retained failed reports resent
 //! with the next one.
+//!
+//! `bulkflow-sim fleet` runs a fleet whose Bulk Data profiles are configured
+//! through an emulator of GenieACS's NBI ([`nbi`]); each CPE with an enabled
+//! profile reports to the profile's URL at its (scaled) interval.
+//! `bulkflow-sim load` drives a fixed report rate for benchmarks.
 
 mod cpe;
+mod fleet;
+mod load;
+mod nbi;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -32,6 +40,35 @@ struct Cli {
 enum Command {
     /// Run N CPEs, each sending a fixed number of reports to a collector.
     Cpes(CpesArgs),
+    /// Run N CPEs behind an emulated GenieACS NBI; they report per the
+    /// Bulk Data profiles provisioned through it.
+    Fleet(FleetArgs),
+    /// Post reports at a fixed rate (benchmarks).
+    Load(load::LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct FleetArgs {
+    #[arg(long, default_value_t = 10)]
+    cpes: usize,
+    /// Address the NBI emulator listens on (GenieACS's NBI port is 7557; port
+    /// 0 picks a free one). The first stdout line says `NBI listening on ADDR`.
+    #[arg(long, default_value = "127.0.0.1:7557")]
+    nbi: std::net::SocketAddr,
+    /// Simulated seconds per real second (intervals, retries and scans shrink).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// GenieACS tags (lab sites) the devices rotate through, comma-separated.
+    #[arg(long, default_value = "lab")]
+    tags: String,
+    /// Chance per simulated minute that a device goes offline (or back online).
+    #[arg(long, default_value_t = 0.0)]
+    offline_rate: f64,
+    /// Chance per simulated minute that a device reboots.
+    #[arg(long, default_value_t = 0.0)]
+    reboot_rate: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +128,94 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cli.command {
         Command::Cpes(args) => runtime.block_on(cpes(args)),
+        Command::Fleet(args) => runtime.block_on(run_fleet(args)),
+        Command::Load(args) => runtime.block_on(load::run(args)),
+    }
+}
+
+async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.time_scale > 0.0, "--time-scale must be positive");
+    let tags: Vec<String> = args
+        .tags
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    let mut fleet = fleet::Fleet::new(args.cpes, args.seed, &tags, args.time_scale);
+    fleet.offline_rate = args.offline_rate;
+    fleet.reboot_rate = args.reboot_rate;
+    let shared: nbi::Shared = Arc::new(std::sync::Mutex::new(fleet));
+    let listener = tokio::net::TcpListener::bind(args.nbi)
+        .await
+        .with_context(|| format!("binding {}", args.nbi))?;
+    println!("NBI listening on {}", listener.local_addr()?);
+    std::io::stdout().flush().ok();
+    tokio::spawn(nbi::serve(listener, shared.clone()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let outgoing = match shared.lock() {
+            Ok(mut f) => f.tick(),
+            Err(_) => anyhow::bail!("fleet state poisoned"),
+        };
+        for o in outgoing {
+            let (client, shared) = (client.clone(), shared.clone());
+            tokio::spawn(async move {
+                let ok = post_report(&client, &o).await;
+                if let Ok(mut f) = shared.lock() {
+                    f.delivered(o.device, o.instance, ok);
+                }
+            });
+        }
+    }
+}
+
+/// One report as a CPE sends it: identity query, format headers, Basic
+/// auth, gzip when the profile asks for it. True on 200/204.
+async fn post_report(client: &reqwest::Client, o: &fleet::Outgoing) -> bool {
+    let sep = if o.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}{}", o.url, o.query);
+    let method = if o.method == "PUT" {
+        reqwest::Method::PUT
+    } else {
+        reqwest::Method::POST
+    };
+    let mut body = o.body.clone();
+    let mut req = client
+        .request(method, &url)
+        .header("Content-Type", o.encoding.content_type())
+        .header("BBF-Report-Format", format!("\"{}\"", o.encoding.token()))
+        .header(
+            "Date",
+            Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        );
+    if o.gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        if gz.write_all(&body).is_ok()
+            && let Ok(compressed) = gz.finish()
+        {
+            body = compressed;
+            req = req.header("Content-Encoding", "gzip");
+        }
+    }
+    if !o.username.is_empty() {
+        req = req.basic_auth(&o.username, Some(&o.password));
+    }
+    match req.body(body).send().await {
+        Ok(r) if r.status() == 200 || r.status() == 204 => true,
+        Ok(r) => {
+            tracing::warn!(url, status = %r.status(), reports = o.reports, "report refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(url, error = %e, "report not delivered");
+            false
+        }
     }
 }
 
