@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "bulkdata",
     "store",
     "timescale",
+    "provision",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub bulkdata: BulkdataConfig,
     pub store: StoreConfig,
     pub timescale: TimescaleConfig,
+    /// GenieACS provisioning of Bulk Data profiles; off while `nbi_url` is empty.
+    pub provision: ProvisionConfig,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             bulkdata: BulkdataConfig::default(),
             store: StoreConfig::default(),
             timescale: TimescaleConfig::default(),
+            provision: ProvisionConfig::default(),
         }
     }
 }
@@ -171,6 +175,9 @@ pub struct StoreConfig {
     pub max_attempts: u32,
     /// Longest wait between retries while PostgreSQL or Redis is down, ms. Default 10000.
     pub max_backoff_ms: u64,
+    /// Renamed report keys are mapped back to paths with the provisioner's
+    /// table `profile_parameter_names`, re-read this often, s. Default 30.
+    pub names_refresh_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -181,6 +188,7 @@ impl Default for StoreConfig {
             reclaim_idle_ms: 60_000,
             max_attempts: 5,
             max_backoff_ms: 10_000,
+            names_refresh_secs: 30,
         }
     }
 }
@@ -246,6 +254,238 @@ impl Config {
         }
         if self.store.read_count == 0 || self.store.max_attempts == 0 {
             bail!("store.read_count and store.max_attempts must be at least 1");
+        }
+        self.provision.validate()?;
+        Ok(())
+    }
+}
+
+/// `[provision]`: the desired Bulk Data state of the fleet, applied through
+/// GenieACS's NBI (see `provision/mod.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisionConfig {
+    /// GenieACS NBI base URL, e.g. `http://acs:7557`. Empty: provisioning off.
+    pub nbi_url: String,
+    /// Optional Basic credentials (an NBI behind an authenticating proxy).
+    pub user: String,
+    pub password: String,
+    /// Every device is compared with the desired state this often. Default 300.
+    pub sync_interval_secs: u64,
+    /// Devices are listed (a small projection) this often to notice reboots,
+    /// which are re-checked at once. Default 30.
+    pub watch_interval_secs: u64,
+    /// Devices worked on in parallel (NBI requests in flight). Default 4.
+    pub concurrency: usize,
+    /// A faulting value is retried in this many passes, then left out and shown. Default 3.
+    pub max_fault_retries: u32,
+    /// `tasks` (the provisioner sends minimal tasks) or `preset` (installs a
+    /// provision script and presets; GenieACS applies them on BOOT/BOOTSTRAP).
+    pub mode: ProvisionMode,
+    /// Devices per `GET /devices` page. Default 100.
+    pub page_size: usize,
+    /// `timeout` (ms) passed with `?connection_request`: how long GenieACS
+    /// waits for the device to connect. Default 4000 (GenieACS's own default).
+    pub connection_request_timeout_ms: u64,
+    /// One NBI request may take this long, s. Default 130 (a session may take 120).
+    pub request_timeout_secs: u64,
+    /// Attempts for NBI reads answered 5xx or unreachable, with backoff. Default 4.
+    pub nbi_attempts: u32,
+    /// Name of the provision script (and prefix of the presets) in preset mode. Default "bulkflow".
+    pub preset_name: String,
+    pub profiles: Vec<ProfileConfig>,
+    pub scan: ScanConfig,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            nbi_url: String::new(),
+            user: String::new(),
+            password: String::new(),
+            sync_interval_secs: 300,
+            watch_interval_secs: 30,
+            concurrency: 4,
+            max_fault_retries: 3,
+            mode: ProvisionMode::Tasks,
+            page_size: 100,
+            connection_request_timeout_ms: 4000,
+            request_timeout_secs: 130,
+            nbi_attempts: 4,
+            preset_name: "bulkflow".into(),
+            profiles: Vec::new(),
+            scan: ScanConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisionMode {
+    Tasks,
+    Preset,
+}
+
+/// One Bulk Data profile, identified on the device by its `Alias`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub alias: String,
+    /// `Profile.Name` (a label).
+    pub name: String,
+    /// `ReportingInterval`, s (raised to the CPE's MinReportingInterval).
+    pub interval_secs: u64,
+    /// `JSON` or `CSV`.
+    pub encoding: String,
+    /// `NameValuePair`/`ObjectHierarchy` (JSON), `ParameterPerRow`/`ParameterPerColumn` (CSV).
+    pub report_format: String,
+    /// `Unix-Epoch`, `ISO-8601` or `None`.
+    pub timestamp: String,
+    /// `NumberOfRetainedFailedReports` (-1: as many as the CPE can).
+    pub retained: i64,
+    pub retry: bool,
+    pub retry_min_wait_secs: u64,
+    /// Units of 0.001 (2000 = x2).
+    pub retry_multiplier: u64,
+    /// `GZIP`, `Deflate` or `None`.
+    pub compression: String,
+    /// Collector URL. `{tag}` is replaced by the device's first GenieACS tag
+    /// (one edge per lab site); `urls` picks a whole URL per tag instead.
+    pub url: String,
+    pub urls: std::collections::BTreeMap<String, String>,
+    pub username: String,
+    pub password: String,
+    pub parameters: Vec<ParameterRef>,
+    /// Vendor parameters set on matching devices only.
+    pub vendor: Vec<VendorExtra>,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            alias: "bulkflow".into(),
+            name: "bulkflow".into(),
+            interval_secs: 300,
+            encoding: "JSON".into(),
+            report_format: "NameValuePair".into(),
+            timestamp: "Unix-Epoch".into(),
+            retained: 3,
+            retry: true,
+            retry_min_wait_secs: 5,
+            retry_multiplier: 2000,
+            compression: "None".into(),
+            url: String::new(),
+            urls: Default::default(),
+            username: String::new(),
+            password: String::new(),
+            parameters: Vec::new(),
+            vendor: Vec::new(),
+        }
+    }
+}
+
+/// A `Profile.Parameter.{i}` row: report key `name` (empty: the full path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterRef {
+    #[serde(default)]
+    pub name: String,
+    pub reference: String,
+}
+
+/// A vendor parameter under the profile (`parameter` relative to
+/// `Profile.{i}.`) on devices matching `oui` and, when set, `product_class`.
+/// `value` may be `"{interval}"` (the profile's effective interval).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorExtra {
+    pub oui: String,
+    #[serde(default)]
+    pub product_class: String,
+    pub parameter: String,
+    pub value: toml::Value,
+}
+
+/// `[provision.scan]`: neighbouring Wi-Fi scans.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// Each device is scanned this often, s; 0 disables scans. Default 0.
+    pub interval_secs: u64,
+    /// Up to this much is added at random per device and scan, s. Default 60.
+    pub jitter_secs: u64,
+    /// Devices scanned at the same time. Default 2.
+    pub concurrency: usize,
+    /// A scan still `Requested` after this long is given up, s. Default 120.
+    pub timeout_secs: u64,
+    /// Pause between result checks of a running scan, s. Default 5.
+    pub poll_secs: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            interval_secs: 0,
+            jitter_secs: 60,
+            concurrency: 2,
+            timeout_secs: 120,
+            poll_secs: 5,
+        }
+    }
+}
+
+impl ProvisionConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nbi_url.is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.concurrency == 0 || self.page_size == 0 || self.nbi_attempts == 0 {
+            bail!("provision.concurrency, page_size and nbi_attempts must be at least 1");
+        }
+        // Report keys are mapped back to paths by Name alone (a report does
+        // not say which profile produced it), so a Name means one reference.
+        let mut names: std::collections::HashMap<&str, &str> = Default::default();
+        let mut aliases = std::collections::HashSet::new();
+        for p in &self.profiles {
+            if p.alias.is_empty() || !aliases.insert(&p.alias) {
+                bail!(
+                    "provision profile alias {:?} is empty or listed twice",
+                    p.alias
+                );
+            }
+            if p.url.is_empty() && p.urls.is_empty() {
+                bail!("provision profile {:?} needs url or urls", p.alias);
+            }
+            match (p.encoding.as_str(), p.report_format.as_str()) {
+                ("JSON", "NameValuePair" | "ObjectHierarchy")
+                | ("CSV", "ParameterPerRow" | "ParameterPerColumn") => {}
+                (e, f) => bail!(
+                    "provision profile {:?}: encoding {e:?} with report_format {f:?}",
+                    p.alias
+                ),
+            }
+            for r in &p.parameters {
+                if r.reference.is_empty() {
+                    bail!(
+                        "provision profile {:?}: a parameter has no reference",
+                        p.alias
+                    );
+                }
+                if !r.name.is_empty()
+                    && let Some(prev) = names.insert(&r.name, &r.reference)
+                    && prev != r.reference
+                {
+                    bail!(
+                        "parameter name {:?} is used for {prev:?} and {:?}",
+                        r.name,
+                        r.reference
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod config;
 mod ingest;
 mod metrics;
 mod migrate;
+mod provision;
 mod queue;
 mod shutdown;
 mod store;
@@ -37,6 +38,17 @@ enum Command {
     Run,
     /// Create or upgrade the database schema (idempotent).
     Migrate,
+    /// One pass of GenieACS provisioning (Bulk Data profiles), per [provision].
+    Provision {
+        /// Print, per device, what would change and why; change nothing
+        /// (only refreshObject reads may be sent).
+        #[arg(long)]
+        dry_run: bool,
+        /// `tasks` (minimal tasks per device) or `preset` (install a provision
+        /// script and presets); default: provision.mode.
+        #[arg(long)]
+        mode: Option<config::ProvisionMode>,
+    },
     /// Validate the configuration and print the effective settings.
     CheckConfig,
 }
@@ -60,6 +72,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", toml::to_string_pretty(&cfg)?);
                 Ok(())
             }
+            Command::Provision { dry_run, mode } => provision::once(&cfg, dry_run, mode).await,
             Command::Migrate => {
                 let (mut client, connection) =
                     tokio_postgres::connect(&cfg.postgres.url, tokio_postgres::NoTls)
@@ -84,10 +97,18 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = Shutdown::on_signals();
                 let state = Arc::new(ingest::State::new(cfg.clone(), metrics.clone())?);
                 let server = tokio::spawn(ingest::serve(state, shutdown.clone()));
+                // The provisioner role runs only when [provision] nbi_url is set.
+                let provisioner = cfg
+                    .provision
+                    .enabled()
+                    .then(|| tokio::spawn(provision::run(cfg.clone(), shutdown.clone())));
                 let worker = tokio::spawn(store::run(cfg, metrics, shutdown));
                 let (a, b) = tokio::join!(server, worker);
                 a??;
                 b??;
+                if let Some(p) = provisioner {
+                    p.await??;
+                }
                 Ok(())
             }
         }

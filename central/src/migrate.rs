@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rate views",
         include_str!("../migrations/0002_views.sql"),
     ),
+    (
+        3,
+        "profile parameter names",
+        include_str!("../migrations/0003_profile_names.sql"),
+    ),
 ];
 
 /// The time-series tables (hypertables under TimescaleDB).

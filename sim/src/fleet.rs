@@ -601,9 +601,16 @@ impl SimDevice {
                 "CSVEncoding.RowTimestamp",
                 leaf("Unix-Epoch", "xsd:string", true),
             );
+            // The agent's own default: its first supported format.
+            let default_format = self
+                .traits
+                .json_formats
+                .first()
+                .copied()
+                .unwrap_or("ObjectHierarchy");
             add(
                 "JSONEncoding.ReportFormat",
-                leaf("ObjectHierarchy", "xsd:string", true),
+                leaf(default_format, "xsd:string", true),
             );
             add(
                 "JSONEncoding.ReportTimestamp",

@@ -9,6 +9,7 @@
 //! on the key until the first commits. No statement is issued per row.
 
 use super::extract::{self, Extracted};
+use super::rename::{NameCache, NameMap};
 use crate::queue::Origin;
 use bulkflow_shared::report::Value;
 use bulkflow_shared::wire::{Batch, Entry};
@@ -43,6 +44,8 @@ pub struct Writer {
     client: Client,
     /// Parameter name -> id; names are never deleted, so the cache stays valid.
     params: HashMap<String, i32>,
+    /// Renamed report keys -> full paths, for the typed tables.
+    names: NameCache,
 }
 
 impl Writer {
@@ -64,7 +67,13 @@ impl Writer {
         Ok(Writer {
             client,
             params: HashMap::new(),
+            names: NameCache::new(Duration::from_secs(30)),
         })
+    }
+
+    /// How often the renamed-key mapping is re-read (default 30 s).
+    pub fn set_names_refresh(&mut self, every: Duration) {
+        self.names = NameCache::new(every);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -85,6 +94,7 @@ impl Writer {
             })
             .collect();
         self.ensure_params(&batches).await?;
+        self.names.refresh(&self.client).await;
 
         let tx = self.client.transaction().await?;
         let claimed = claim_batches(&tx, &batches).await?;
@@ -114,7 +124,7 @@ impl Writer {
         }
         let devices = upsert_devices(&tx, &entries).await?;
         stats.samples_inserted = copy_samples(&tx, &entries, &devices, &self.params).await?;
-        insert_typed(&tx, &entries, &devices).await?;
+        insert_typed(&tx, &entries, &devices, &self.names.map).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -354,12 +364,13 @@ async fn insert_typed(
     tx: &Transaction<'_>,
     entries: &[(&str, &Entry)],
     devices: &HashMap<String, i32>,
+    names: &NameMap,
 ) -> Result<(), tokio_postgres::Error> {
     let extracted: Vec<(SystemTime, i32, Extracted)> = entries
         .iter()
         .filter_map(|(_, e)| {
             let device = *devices.get(&e.device.id)?;
-            let x = extract::extract(&e.report.params);
+            let x = extract::extract(&names.map_params(&e.report.params));
             (!x.is_empty()).then(|| (system_time(e.report.time_ms), device, x))
         })
         .collect();

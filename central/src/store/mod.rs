@@ -16,6 +16,7 @@
 
 pub mod copy;
 pub mod extract;
+pub mod rename;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -153,9 +154,12 @@ impl Worker {
             self.writer = None;
         }
         if self.writer.is_none() {
-            let w = Writer::connect(&self.cfg.postgres.url)
+            let mut w = Writer::connect(&self.cfg.postgres.url)
                 .await
                 .map_err(|e| Failure::Unavailable(format!("PostgreSQL: {e}")))?;
+            w.set_names_refresh(Duration::from_secs(
+                self.cfg.store.names_refresh_secs.max(1),
+            ));
             self.writer = Some(w);
         }
         self.writer
