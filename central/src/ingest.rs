@@ -167,6 +167,7 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
         Some(files) => Some(bulkflow_shared::tls::acceptor(files)?),
         None => None,
     };
+    bulkflow_shared::notify::ready(&format!("listening on {addr}"));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -5,6 +5,7 @@ mod config;
 mod ingest;
 mod metrics;
 mod migrate;
+mod notify;
 mod provision;
 mod queue;
 mod shutdown;
@@ -90,11 +91,19 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Serve => {
                 let state = Arc::new(ingest::State::new(cfg, metrics)?);
-                ingest::serve(state, Shutdown::on_signals()).await
+                let shutdown = Shutdown::on_signals();
+                notify::watchdog(shutdown.clone());
+                ingest::serve(state, shutdown).await
             }
-            Command::Store => store::run(cfg, metrics, Shutdown::on_signals()).await,
+            Command::Store => {
+                let shutdown = Shutdown::on_signals();
+                notify::watchdog(shutdown.clone());
+                bulkflow_shared::notify::ready("store worker started");
+                store::run(cfg, metrics, shutdown).await
+            }
             Command::Run => {
                 let shutdown = Shutdown::on_signals();
+                notify::watchdog(shutdown.clone());
                 let state = Arc::new(ingest::State::new(cfg.clone(), metrics.clone())?);
                 let server = tokio::spawn(ingest::serve(state, shutdown.clone()));
                 // The provisioner role runs only when [provision] nbi_url is set.

@@ -136,6 +136,7 @@ async fn serve(
     ));
     let forwarder = forward::Forwarder::new(config, outbox, metrics, stored, shutdown.clone())?;
     let forwarding = tokio::spawn(forwarder.run());
+    notify_systemd(&addrs, shutdown.clone());
     let grace = Duration::from_secs(config.ingest.shutdown_grace_secs);
     let role = match admin {
         Some(l) => {
@@ -155,4 +156,29 @@ async fn serve(
     let _ = forwarding.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// systemd `Type=notify` (nothing happens without `$NOTIFY_SOCKET`): READY
+/// once the listeners are bound and the outbox is open, WATCHDOG pings from
+/// this runtime (a hung runtime misses them and systemd restarts the edge),
+/// STOPPING when a shutdown signal arrives.
+fn notify_systemd(addrs: &[String], mut shutdown: shutdown::Shutdown) {
+    use bulkflow_shared::notify;
+    notify::ready(&format!("listening on {}", addrs.join(", ")));
+    let mut tick = notify::watchdog_interval().map(tokio::time::interval);
+    tokio::spawn(async move {
+        loop {
+            let ping = async {
+                match tick.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ping => notify::watchdog_ping(),
+                _ = shutdown.wait() => break,
+            }
+        }
+        notify::stopping();
+    });
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod notify;
 pub mod receive;
 pub mod report;
 #[cfg(feature = "tls")]
