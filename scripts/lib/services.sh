@@ -12,6 +12,7 @@ ensure_packages() {
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v openssl >/dev/null || missing+=(openssl)   # TLS tests make their certificates with it
+  command -v node >/dev/null || missing+=(nodejs)       # checks generated GenieACS provision scripts
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     as_root apt-get update -qq
