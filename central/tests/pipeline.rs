@@ -28,7 +28,10 @@ fn migrate_twice_is_a_no_op_on_plain_postgresql() {
     let env = Env::new("migrate");
     let cfg = env.config();
     let first = env.migrate(&cfg);
-    assert!(first.starts_with("applied migrations: [1, 2, 3]"), "{first}");
+    assert!(
+        first.starts_with("applied migrations: [1, 2, 3]"),
+        "{first}"
+    );
     assert!(first.contains("Plain"), "{first}");
     let fingerprint = |env: &Env| -> i64 {
         env.scalar("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
