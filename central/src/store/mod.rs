@@ -16,6 +16,7 @@
 
 pub mod copy;
 pub mod extract;
+pub mod numeric;
 pub mod rename;
 
 use crate::config::Config;
