@@ -114,11 +114,19 @@ ensure_cross_tools() {
   ensure_rust_target "$1"
 }
 
+# SQLite as the edge uses it: rusqlite's bundled build enables full-text
+# search, R-tree, dbstat, STAT4, soundex and extension loading, none of which
+# the outbox needs (about 0.5 MB of code). JSON functions are unused as well.
+SQLITE_TRIM="-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5
+  -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX
+  -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_JSON
+  -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0"
+
 # Sets CROSS_ENV (variables) and CROSS_ARGS (extra cargo arguments) for $1.
 cross_settings() {
   local t=$1 upper flags
   upper=$(echo "$t" | tr '[:lower:]-' '[:upper:]_')
-  CROSS_ENV=(CARGO_TARGET_DIR="$CROSS_TARGET_DIR")
+  CROSS_ENV=(CARGO_TARGET_DIR="$CROSS_TARGET_DIR" "LIBSQLITE3_FLAGS=$SQLITE_TRIM")
   CROSS_ARGS=(--locked --target "$t" -p bulkflow-edge)
   flags=""
   if ! has_prebuilt_std "$t"; then
