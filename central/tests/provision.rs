@@ -24,7 +24,7 @@ fn sibling_binary(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_bulkflow-central")).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: build the workspace first (cargo test --workspace, as scripts/test does)",
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins, as scripts/test does)",
         path.display()
     );
     path

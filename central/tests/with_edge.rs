@@ -27,7 +27,7 @@ fn edge_binary() -> PathBuf {
         .with_file_name("bulkflow-edge");
     assert!(
         path.exists(),
-        "{} is missing: build the workspace first (cargo test --workspace, as scripts/test does)",
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins, as scripts/test does)",
         path.display()
     );
     path
