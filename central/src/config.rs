@@ -242,6 +242,37 @@ impl Config {
         Ok(config)
     }
 
+    /// The effective settings as TOML, secrets masked (tokens, passwords).
+    pub fn effective(&self) -> String {
+        let mut shown = self.clone();
+        let mask = |s: &mut String| {
+            if !s.is_empty() {
+                *s = "<set>".into();
+            }
+        };
+        for e in &mut shown.edges {
+            mask(&mut e.token);
+        }
+        if let Some(p) = shown.bulkdata.auth.password.as_mut() {
+            mask(p);
+        }
+        for p in shown.bulkdata.auth.devices.values_mut() {
+            mask(p);
+        }
+        mask(&mut shown.provision.password);
+        for profile in &mut shown.provision.profiles {
+            mask(&mut profile.password);
+        }
+        // A password inside a connection string, if any.
+        if let Some(i) = shown.postgres.url.find("password=") {
+            let end = shown.postgres.url[i..]
+                .find(' ')
+                .map_or(shown.postgres.url.len(), |e| i + e);
+            shown.postgres.url.replace_range(i..end, "password=<set>");
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         let mut ids = std::collections::HashSet::new();
         for e in &self.edges {
@@ -530,6 +561,21 @@ mod tests {
         assert_eq!(c.postgres.url, "host=db user=x");
         assert_eq!(c.redis.group, "bulkflow-store");
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn effective_settings_mask_secrets() {
+        let c: Config = toml::from_str(
+            "[[edges]]\nid = \"a\"\ntoken = \"0123456789abcdefXYZ\"\n[postgres]\nurl = \"host=db password=hunter2 user=x\"\n",
+        )
+        .unwrap();
+        let shown = c.effective();
+        assert!(
+            !shown.contains("0123456789abcdefXYZ") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("token = \"<set>\""), "{shown}");
+        assert!(shown.contains("host=db password=<set> user=x"), "{shown}");
     }
 
     #[test]

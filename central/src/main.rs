@@ -70,7 +70,8 @@ fn main() -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::default());
         match cli.command {
             Command::CheckConfig => {
-                print!("{}", toml::to_string_pretty(&cfg)?);
+                println!("# configuration is valid; effective settings (secrets masked):");
+                print!("{}", cfg.effective());
                 Ok(())
             }
             Command::Provision { dry_run, mode } => provision::once(&cfg, dry_run, mode).await,

@@ -3,12 +3,12 @@
 # tools they need (installed from the package registries when missing) and the
 # cargo invocation for each target. Sourced, not executed.
 #
-# Why it is shaped this way (measured, see ../shared/reference/cross-builds.md):
+# Why it is shaped this way (each point measured on a Debian 12 x86_64 host):
 # - every target is musl and fully static, linked by cargo-zigbuild with zig
 #   from the `ziglang` PyPI package; zig compiles the bundled C (SQLite, zstd,
 #   ring) against real musl headers;
-# - only aarch64-musl has a prebuilt std on the toolchain mirror; the other
-#   three build std from rust-src (`RUSTC_BOOTSTRAP=1 -Zbuild-std`), and then
+# - the build hosts' rustup serves a prebuilt musl std only for aarch64; the
+#   other three build std from rust-src (`RUSTC_BOOTSTRAP=1 -Zbuild-std`), and then
 #   zig, not rustc, must supply crt1.o and libc (`-C link-self-contained=no`);
 # - mipsel must be non-PIE (`-C relocation-model=static`): the default
 #   static-pie build crashes before main.
@@ -68,10 +68,13 @@ ensure_apt() {
 }
 
 ensure_zig() {
-  if ! python3 -m ziglang version >/dev/null 2>&1; then
-    echo "== pip install ziglang"
-    python3 -m pip install -q --disable-pip-version-check ziglang
-  fi
+  python3 -m ziglang version >/dev/null 2>&1 && return 0
+  python3 -m pip --version >/dev/null 2>&1 || ensure_apt python3:python3 pip3:python3-pip
+  echo "== pip install ziglang"
+  # Debian's own python3 refuses pip installs outside a venv (PEP 668). The
+  # wheel is a self-contained zig binary, so a user install harms nothing.
+  python3 -m pip install -q --disable-pip-version-check ziglang 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --user --break-system-packages ziglang
 }
 
 ensure_zigbuild() {
@@ -88,7 +91,8 @@ ensure_rust_src() {
   fi
 }
 
-# True when the toolchain mirror serves a prebuilt std for the target.
+# True when rustup serves a prebuilt std for the target on our build hosts.
+# Building std from source works for every target, so this is only a speed-up.
 has_prebuilt_std() {
   [ "$1" = aarch64-unknown-linux-musl ]
 }
@@ -126,11 +130,13 @@ SQLITE_TRIM="-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENAB
 cross_settings() {
   local t=$1 upper flags
   upper=$(echo "$t" | tr '[:lower:]-' '[:upper:]_')
-  CROSS_ENV=(CARGO_TARGET_DIR="$CROSS_TARGET_DIR" "LIBSQLITE3_FLAGS=$SQLITE_TRIM")
+  # RUSTC_BOOTSTRAP=1 for every target, not only the build-std ones: several
+  # build scripts (anyhow, serde, ...) rerun when it changes, and alternating
+  # would rebuild the host artifacts the targets share in CROSS_TARGET_DIR.
+  CROSS_ENV=(CARGO_TARGET_DIR="$CROSS_TARGET_DIR" RUSTC_BOOTSTRAP=1 "LIBSQLITE3_FLAGS=$SQLITE_TRIM")
   CROSS_ARGS=(--locked --target "$t" -p bulkflow-edge)
   flags=""
   if ! has_prebuilt_std "$t"; then
-    CROSS_ENV+=(RUSTC_BOOTSTRAP=1)
     CROSS_ARGS+=("-Zbuild-std=std,panic_abort")
     flags="-C link-self-contained=no"
   fi

@@ -249,6 +249,25 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that are valid but probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.forward.token.is_none() {
+            w.push(
+                "[forward] token is not set: central refuses batches without its bearer token for this edge \
+                 (reports are kept in the outbox until it is set)"
+                    .to_string(),
+            );
+        }
+        if self.outbox.path.is_relative() {
+            w.push(format!(
+                "[outbox] path {:?} is relative to the directory the edge is started in",
+                self.outbox.path
+            ));
+        }
+        w
+    }
+
     /// The pieces the shared request logic needs.
     pub fn receive(&self) -> ReceiveConfig {
         ReceiveConfig {
@@ -307,6 +326,20 @@ mod tests {
         assert_eq!(c.outbox.quota_policy, QuotaPolicy::DropOldest);
         assert_eq!(c.forward.token.as_deref(), Some("abc"));
         assert_eq!(c.auth.devices.get("r1").map(String::as_str), Some("pw"));
+    }
+
+    #[test]
+    fn warnings_name_missing_token_and_relative_outbox() {
+        let c = Config::from_str_with_env(MINIMAL, std::iter::empty()).unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("[forward] token is not set"), "{w:?}");
+        assert!(w[1].starts_with("[outbox] path"), "{w:?}");
+        let full = format!(
+            "{MINIMAL}[forward]\ntoken = \"t\"\n[outbox]\npath = \"/var/lib/bulkflow-edge/outbox.db\"\n"
+        );
+        let c = Config::from_str_with_env(&full, std::iter::empty()).unwrap();
+        assert_eq!(c.warnings(), Vec::<String>::new());
     }
 
     #[test]

@@ -66,6 +66,9 @@ fn main() -> ExitCode {
         Command::Status(c) => Config::load(&c.config).and_then(|c| status::run(&c)),
         Command::CheckConfig(c) => Config::load(&c.config).map(|c| {
             println!("# configuration is valid; effective settings:");
+            for w in c.warnings() {
+                println!("# warning: {w}");
+            }
             print!("{}", c.effective());
         }),
     };
@@ -98,6 +101,9 @@ fn run(config_path: &Path, addr_file: Option<&Path>) -> anyhow::Result<()> {
         .with(filter)
         .init();
     let config = Config::load(config_path)?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     // reqwest is built without a crypto provider: ring, never aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (outbox, writer) = outbox::Outbox::start(&config.outbox, config.quarantine.max_rows)

@@ -1118,13 +1118,16 @@ impl Fleet {
     pub fn tick(&mut self) -> Vec<Outgoing> {
         let elapsed = self.last_tick.elapsed();
         self.last_tick = Instant::now();
-        let sim_secs = elapsed.as_secs_f64() * self.time_scale;
+        let real_secs = elapsed.as_secs_f64();
         let scan_time = Duration::from_secs_f64(5.0 / self.time_scale);
         let mut out = Vec::new();
         for i in 0..self.devices.len() {
             {
                 let d = &mut self.devices[i];
-                d.sim_carry += sim_secs;
+                // Telemetry moves in real time: reports carry real CollectionTimes,
+                // so counters growing by scaled time would show rates `time_scale`
+                // times too high. Only intervals, retries and scans are scaled.
+                d.sim_carry += real_secs;
                 let whole = d.sim_carry.floor();
                 if whole >= 1.0 {
                     d.cpe.advance(whole as u64);
@@ -1140,7 +1143,7 @@ impl Fleet {
                 }
             }
             // Random events, per simulated minute.
-            let minutes = sim_secs / 60.0;
+            let minutes = real_secs * self.time_scale / 60.0;
             if self.offline_rate > 0.0 && self.rng.f64() < self.offline_rate * minutes {
                 let online = !self.devices[i].online;
                 self.set_online(i, online);

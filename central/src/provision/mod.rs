@@ -418,7 +418,10 @@ fn summary(reports: &[DeviceReport]) -> String {
 pub async fn once(cfg: &Config, dry_run: bool, mode: Option<ProvisionMode>) -> anyhow::Result<()> {
     anyhow::ensure!(cfg.provision.enabled(), "[provision] nbi_url is not set");
     let p = Arc::new(Provisioner::new(&cfg.provision)?);
-    names::publish_or_warn(&cfg.postgres.url, &cfg.provision.profiles).await;
+    // A dry run changes nothing, not even the name mapping the store reads.
+    if !dry_run {
+        names::publish_or_warn(&cfg.postgres.url, &cfg.provision.profiles).await;
+    }
     if mode.unwrap_or(cfg.provision.mode) == ProvisionMode::Preset {
         let (script, presets) = preset::generate(&cfg.provision)?;
         if dry_run {

@@ -377,7 +377,7 @@ pub fn plan(
             let path = format!("{base}.{rel}");
             if left_out.contains(&path) {
                 plan.notes
-                    .push(format!("{path} left out: it faulted too often"));
+                    .push(format!("{path} left out: it faulted on this CPE"));
                 continue;
             }
             let Some(node) = d.node(&path) else {
