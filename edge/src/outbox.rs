@@ -63,7 +63,8 @@ pub struct StoredEntry {
 impl StoredEntry {
     pub fn encode(entry: &Entry, zstd_level: i32) -> Result<StoredEntry, StoreError> {
         let raw = postcard::to_allocvec(entry).map_err(|e| StoreError::Storage(e.to_string()))?;
-        let data = zstd::bulk::compress(&raw, zstd_level)
+        // The wire's dictionary: the names that fill a report cost little.
+        let data = wire::dictionary::compress(&raw, zstd_level)
             .map_err(|e| StoreError::Storage(e.to_string()))?;
         Ok(StoredEntry {
             device: entry.device.id.clone(),
@@ -79,7 +80,7 @@ impl StoredEntry {
 
 /// Decodes a stored entry's bytes.
 pub fn decode_entry(data: &[u8]) -> Result<Entry, String> {
-    let raw = zstd::bulk::decompress(data, MAX_ENTRY_BYTES).map_err(|e| e.to_string())?;
+    let raw = wire::dictionary::decompress(data, MAX_ENTRY_BYTES).map_err(|e| e.to_string())?;
     postcard::from_bytes(&raw).map_err(|e| e.to_string())
 }
 

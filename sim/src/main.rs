@@ -9,12 +9,14 @@
 //! `bulkflow-sim fleet` runs a fleet whose Bulk Data profiles are configured
 //! through an emulator of GenieACS's NBI ([`nbi`]); each CPE with an enabled
 //! profile reports to the profile's URL at its (scaled) interval.
-//! `bulkflow-sim load` drives a fixed report rate for benchmarks.
+//! `bulkflow-sim load` drives a fixed report rate for benchmarks, and
+//! `bulkflow-sim wire-size` measures bytes on the wire per report for a site.
 
 mod cpe;
 mod fleet;
 mod load;
 mod nbi;
+mod wire_size;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -45,6 +47,9 @@ enum Command {
     Fleet(FleetArgs),
     /// Post reports at a fixed rate (benchmarks).
     Load(load::LoadArgs),
+    /// Bytes per report on the edge -> central wire for a simulated site,
+    /// against the JSON bodies its CPEs post (benchmarks).
+    WireSize(wire_size::WireSizeArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cpes(args) => runtime.block_on(cpes(args)),
         Command::Fleet(args) => runtime.block_on(run_fleet(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::WireSize(args) => wire_size::run(args),
     }
 }
 

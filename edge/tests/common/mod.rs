@@ -223,7 +223,7 @@ pub fn outbox_reports(db: &Path) -> Vec<Entry> {
         .prepare("SELECT data FROM entries ORDER BY id")
         .unwrap();
     for data in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
-        let raw = zstd::bulk::decompress(&data.unwrap(), 1 << 30).unwrap();
+        let raw = wire::dictionary::decompress(&data.unwrap(), 1 << 30).unwrap();
         out.push(postcard::from_bytes(&raw).unwrap());
     }
     out

@@ -3,7 +3,8 @@
 //! A [`Batch`] carries the reports an edge accepted, with parameter names and
 //! devices interned once per batch (a 100-parameter report repeats the same
 //! paths every interval, so names dominate the raw size). It is encoded with
-//! postcard and compressed with zstd: [`encode`] / [`decode`].
+//! postcard and compressed with zstd and a dictionary of common TR-181 paths
+//! ([`dictionary`]): [`encode`] / [`decode`].
 //!
 //! # HTTP contract
 //!
@@ -35,10 +36,16 @@ use crate::report::{Report, TimeSource, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+pub mod dictionary;
+
 /// Wire format version; central refuses versions it does not know.
-pub const VERSION: u16 = 1;
+/// Version 2 compresses with [`dictionary`]; version 1 (the same encoding
+/// without it) is still decoded.
+pub const VERSION: u16 = 2;
+/// Oldest version [`decode`] still reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Media type of an encoded batch.
-pub const CONTENT_TYPE: &str = "application/vnd.bulkflow.batch.v1+zstd";
+pub const CONTENT_TYPE: &str = "application/vnd.bulkflow.batch.v2+zstd";
 /// Request header: lowest batch sequence number the edge still holds.
 pub const PENDING_FROM_HEADER: &str = "bulkflow-pending-from";
 
@@ -78,7 +85,7 @@ pub enum WireError {
     TooLarge { limit: usize },
     #[error("batch is not valid postcard: {0}")]
     Decode(#[from] postcard::Error),
-    #[error("unknown batch format version {0} (this build speaks {VERSION})")]
+    #[error("unknown batch format version {0} (this build reads {OLDEST_VERSION} to {VERSION})")]
     Version(u16),
     #[error("batch refers to {what} #{index}, which it does not define")]
     BadIndex { what: &'static str, index: u32 },
@@ -152,27 +159,25 @@ pub fn encode(batch: &Batch) -> Result<Vec<u8>, WireError> {
         entries,
     };
     let raw = postcard::to_allocvec(&wire)?;
-    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| WireError::Compress(e.to_string()))
+    dictionary::compress(&raw, ZSTD_LEVEL).map_err(|e| WireError::Compress(e.to_string()))
 }
 
 /// Decompresses (to at most `max_decompressed` bytes) and decodes a batch.
 pub fn decode(bytes: &[u8], max_decompressed: usize) -> Result<Batch, WireError> {
-    let raw = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress(bytes, max_decompressed))
-        .map_err(|e| {
-            // zstd reports an over-capacity frame as "Destination buffer is too small".
-            if e.to_string().contains("too small") {
-                WireError::TooLarge {
-                    limit: max_decompressed,
-                }
-            } else {
-                WireError::Decompress(e.to_string())
+    let raw = dictionary::decompress(bytes, max_decompressed).map_err(|e| {
+        // zstd reports an over-capacity frame as "Destination buffer is too small".
+        if e.to_string().contains("too small") {
+            WireError::TooLarge {
+                limit: max_decompressed,
             }
-        })?;
+        } else {
+            WireError::Decompress(e.to_string())
+        }
+    })?;
     // The version leads the encoding, so an unknown version is named as such
     // rather than reported as a confusing decode error.
     let (version, _) = postcard::take_from_bytes::<u16>(&raw)?;
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(WireError::Version(version));
     }
     let wire: WireBatch = postcard::from_bytes(&raw)?;
@@ -299,10 +304,10 @@ mod tests {
             Err(WireError::TooLarge { limit: 100 })
         ));
         let future =
-            zstd::bulk::compress(&postcard::to_allocvec(&(2u16, "e")).unwrap(), 3).unwrap();
+            zstd::bulk::compress(&postcard::to_allocvec(&(3u16, "e")).unwrap(), 3).unwrap();
         assert!(matches!(
             decode(&future, 1 << 20),
-            Err(WireError::Version(2))
+            Err(WireError::Version(3))
         ));
         let garbage = zstd::bulk::compress(&[1, 0, 200, 200, 200], 3).unwrap();
         assert!(matches!(
