@@ -22,7 +22,7 @@
 //! forward result).
 
 use crate::config::{Outbox as OutboxConfig, QuotaPolicy, Synchronous};
-use bulkflow_shared::wire::{self, Batch, Entry};
+use bulkflow_shared::wire::{self, Entry};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -706,46 +706,46 @@ impl Writer {
         max_bytes: u64,
     ) -> Result<Option<BatchInfo>, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut rows: Vec<(i64, i64, Vec<u8>, u64)> = Vec::new();
+        let seq = meta_int(&tx, "next_batch_seq")?.unwrap_or(1);
+        // Each row is decoded and added to the encoder as it is read, so only
+        // one report is held decoded at a time.
+        let mut encoder = wire::BatchEncoder::new(edge_id, seq as u64);
+        let mut rows = 0u64;
+        let mut last_id = None;
+        let mut entry_bytes = 0u64;
+        let mut oldest = i64::MAX;
         {
             let mut stmt = tx.prepare(
                 "SELECT id, received_ms, data, length(device) FROM entries ORDER BY id LIMIT ?1",
             )?;
             let mut q = stmt.query([max_reports.max(1) as i64])?;
-            let mut bytes = 0u64;
             while let Some(r) = q.next()? {
-                let data: Vec<u8> = r.get(2)?;
+                let data = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
                 let cost = data.len() as u64 + r.get::<_, i64>(3)? as u64 + ROW_OVERHEAD;
-                if !rows.is_empty() && bytes + cost > max_bytes {
+                if rows > 0 && entry_bytes + cost > max_bytes {
                     break;
                 }
-                bytes += cost;
-                rows.push((r.get(0)?, r.get(1)?, data, cost));
+                let id: i64 = r.get(0)?;
+                match decode_entry(data) {
+                    Ok(e) => encoder
+                        .push(&e)
+                        .map_err(|e| StoreError::Storage(e.to_string()))?,
+                    // Cannot happen short of disk corruption; keep going without it.
+                    Err(e) => tracing::error!(id, error = %e, "unreadable outbox entry skipped"),
+                }
+                entry_bytes += cost;
+                oldest = oldest.min(r.get(1)?);
+                rows += 1;
+                last_id = Some(id);
             }
         }
-        let Some(last_id) = rows.last().map(|r| r.0) else {
+        let Some(last_id) = last_id else {
             return Ok(None);
         };
-        let seq = meta_int(&tx, "next_batch_seq")?.unwrap_or(1);
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut entry_bytes = 0u64;
-        let mut oldest = i64::MAX;
-        for (id, received_ms, data, cost) in &rows {
-            entry_bytes += cost;
-            oldest = oldest.min(*received_ms);
-            match decode_entry(data) {
-                Ok(e) => entries.push(e),
-                // Cannot happen short of disk corruption; keep going without it.
-                Err(e) => tracing::error!(id, error = %e, "unreadable outbox entry skipped"),
-            }
-        }
-        let batch = Batch {
-            edge_id: edge_id.to_owned(),
-            batch_seq: seq as u64,
-            entries,
-        };
-        let reports = batch.entries.len() as i64;
-        let data = wire::encode(&batch).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let reports = encoder.len() as i64;
+        let data = encoder
+            .finish()
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         tx.execute(
             "INSERT INTO batches (seq, data, reports, entry_bytes, oldest_ms, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -760,7 +760,7 @@ impl Writer {
             bytes: data.len() as u64,
         };
         if let Ok(mut s) = self.stats.lock() {
-            s.pending_reports = s.pending_reports.saturating_sub(rows.len() as u64);
+            s.pending_reports = s.pending_reports.saturating_sub(rows);
             s.entry_bytes = s.entry_bytes.saturating_sub(entry_bytes);
             s.batches += 1;
             s.batch_reports += info.reports;
