@@ -119,6 +119,10 @@ pub struct IngestConfig {
     pub max_batch_bytes: usize,
     /// Largest batch after decompression (a zstd bomb is refused). Default 256 MiB.
     pub max_batch_decompressed_bytes: usize,
+    /// How long reading an edge's committed batches from PostgreSQL may take
+    /// before the answer goes without them (a hung database must not hold
+    /// up queueing). Default 2000.
+    pub ack_query_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -126,6 +130,7 @@ impl Default for IngestConfig {
         IngestConfig {
             max_batch_bytes: 16 << 20,
             max_batch_decompressed_bytes: 256 << 20,
+            ack_query_timeout_ms: 2000,
         }
     }
 }

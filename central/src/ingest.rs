@@ -121,8 +121,27 @@ impl State {
         Ok(client)
     }
 
-    /// Committed batch numbers of `edge` from `from` on, ascending.
-    async fn committed(&self, edge: &str, from: u64) -> Result<Vec<u64>, tokio_postgres::Error> {
+    /// Committed batch numbers of `edge` from `from` on, ascending. Bounded in
+    /// time: a PostgreSQL that hangs (rather than refusing) gives an error
+    /// here, and the connection is dropped so the next call reconnects.
+    async fn committed(&self, edge: &str, from: u64) -> Result<Vec<u64>, String> {
+        let limit = Duration::from_millis(self.cfg.ingest.ack_query_timeout_ms.max(1));
+        match tokio::time::timeout(limit, self.query_committed(edge, from)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                if let Ok(mut slot) = self.pg.try_lock() {
+                    *slot = None;
+                }
+                Err(format!("PostgreSQL did not answer within {limit:?}"))
+            }
+        }
+    }
+
+    async fn query_committed(
+        &self,
+        edge: &str,
+        from: u64,
+    ) -> Result<Vec<u64>, tokio_postgres::Error> {
         let client = self.pg().await?;
         let rows = client
             .query(

@@ -106,21 +106,49 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = Shutdown::on_signals();
                 notify::watchdog(shutdown.clone());
                 let state = Arc::new(ingest::State::new(cfg.clone(), metrics.clone())?);
-                let server = tokio::spawn(ingest::serve(state, shutdown.clone()));
+                let server = tokio::spawn(role(
+                    "serve",
+                    ingest::serve(state, shutdown.clone()),
+                    shutdown.clone(),
+                ));
                 // The provisioner role runs only when [provision] nbi_url is set.
-                let provisioner = cfg
-                    .provision
-                    .enabled()
-                    .then(|| tokio::spawn(provision::run(cfg.clone(), shutdown.clone())));
-                let worker = tokio::spawn(store::run(cfg, metrics, shutdown));
+                let provisioner = cfg.provision.enabled().then(|| {
+                    tokio::spawn(role(
+                        "provision",
+                        provision::run(cfg.clone(), shutdown.clone()),
+                        shutdown.clone(),
+                    ))
+                });
+                let worker = tokio::spawn(role(
+                    "store",
+                    store::run(cfg, metrics, shutdown.clone()),
+                    shutdown,
+                ));
                 let (a, b) = tokio::join!(server, worker);
+                let c = match provisioner {
+                    Some(p) => p.await?,
+                    None => Ok(()),
+                };
                 a??;
                 b??;
-                if let Some(p) = provisioner {
-                    p.await??;
-                }
+                c?;
                 Ok(())
             }
         }
     })
+}
+
+/// Runs one role of `run`. A role that fails (the port is taken, say) stops
+/// the others: half a central that still looks alive would hide the error.
+async fn role(
+    name: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if let Err(e) = &result {
+        tracing::error!(role = name, error = %format!("{e:#}"), "role failed; stopping");
+        shutdown.trigger();
+    }
+    result.with_context(|| format!("the {name} role"))
 }

@@ -1,10 +1,12 @@
 //! Graceful shutdown: one signal (SIGINT or SIGTERM) that every role watches;
 //! each finishes what it holds (an HTTP request, a transaction) and returns.
 
+use std::sync::Arc;
 use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
     rx: watch::Receiver<bool>,
 }
 
@@ -12,12 +14,22 @@ impl Shutdown {
     /// A shutdown triggered by SIGINT or SIGTERM.
     pub fn on_signals() -> Shutdown {
         let (tx, rx) = watch::channel(false);
+        let shutdown = Shutdown {
+            tx: Arc::new(tx),
+            rx,
+        };
+        let on_signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
-            let _ = tx.send(true);
+            on_signal.trigger();
         });
-        Shutdown { rx }
+        shutdown
+    }
+
+    /// Requests shutdown from inside: a role that failed stops the others.
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
     }
 
     pub fn is_triggered(&self) -> bool {

@@ -599,3 +599,130 @@ fn cpes_without_an_edge_post_straight_to_central() {
     assert_eq!(env.scalar::<i64>(device_rows), 87);
     assert_eq!(env.scalar::<i64>("SELECT count(*) FROM samples"), 87);
 }
+
+/// The same entries an hour later: new (device, parameter, time) keys.
+fn an_hour_later(entries: &[bulkflow_shared::wire::Entry]) -> Vec<bulkflow_shared::wire::Entry> {
+    entries
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.report.time_ms += 3_600_000;
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_worker_recovers_when_redis_loses_its_consumer_group() {
+    let env = Env::new("nogroup");
+    let cfg = env.config();
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "run");
+    let first = fixture_entries();
+    let r = post_batch(central.addr(), &batch(1, first.clone()), TOKEN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(wait_committed(central.addr(), 1), "batch 1 never committed");
+
+    // The stream goes, and its consumer group with it, as after FLUSHALL or a
+    // Redis restart without persistence; the worker is mid-loop.
+    let _: () = redis::cmd("DEL")
+        .arg(env.stream())
+        .query(&mut env.redis())
+        .unwrap();
+    let second = an_hour_later(&first);
+    let r = post_batch(central.addr(), &batch(2, second.clone()), TOKEN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        wait_committed(central.addr(), 2),
+        "the worker stopped storing once its consumer group was gone"
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        distinct_keys(&first) + distinct_keys(&second)
+    );
+}
+
+#[test]
+fn a_batch_queued_twice_is_written_once_by_the_worker() {
+    // Ingest drops a resend it already knows; this is the worker's own check:
+    // a batch committed, then its entry delivered again (a crash between
+    // COMMIT and XACK, or two ingests racing).
+    let env = Env::new("twice");
+    let cfg = env.config();
+    env.migrate(&cfg);
+    let entries = fixture_entries();
+    let data = bulkflow_shared::wire::encode(&batch(1, entries.clone())).unwrap();
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(env.stream())
+            .arg("*")
+            .arg("origin")
+            .arg("edge")
+            .arg("edge")
+            .arg(EDGE)
+            .arg("seq")
+            .arg(1)
+            .arg("data")
+            .arg(&data)
+            .query(&mut env.redis())
+            .unwrap();
+    }
+    let _worker = Central::start(&cfg, "store");
+    let stream_len = || -> i64 {
+        redis::cmd("XLEN")
+            .arg(env.stream())
+            .query(&mut env.redis())
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || stream_len() == 0),
+        "the worker never consumed both entries"
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        1
+    );
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM samples"),
+        distinct_keys(&entries)
+    );
+    assert_eq!(env.scalar::<i64>("SELECT count(*) FROM wifi_neighbors"), 10);
+    let dead: i64 = redis::cmd("XLEN")
+        .arg(env.dead_stream())
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(dead, 0);
+}
+
+#[test]
+fn run_exits_with_the_reason_when_its_port_is_taken() {
+    let env = Env::new("porttaken");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = env.config();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", taken.local_addr().unwrap()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    env.migrate(&cfg);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bulkflow-central"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The store role would run forever: the failed serve role must stop it.
+    let exited = wait_until(Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "run kept going without its listener");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the serve role"), "{stderr}");
+}

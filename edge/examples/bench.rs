@@ -98,10 +98,10 @@ fn start(exe: &Path, sync: &str) -> Edge {
         .spawn()
         .expect("start the edge");
     let addr = loop {
-        if let Ok(t) = std::fs::read_to_string(&addr_file) {
-            if t.ends_with('\n') {
-                break t.lines().next().unwrap().parse().unwrap();
-            }
+        if let Ok(t) = std::fs::read_to_string(&addr_file)
+            && t.ends_with('\n')
+        {
+            break t.lines().next().unwrap().parse().unwrap();
         }
         std::thread::sleep(Duration::from_millis(10));
     };

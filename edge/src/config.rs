@@ -69,6 +69,12 @@ pub struct Ingest {
     pub admin_listen: Option<SocketAddr>,
     /// How long shutdown waits for in-flight requests. Default 10 s.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send its whole body once its head is in
+    /// (408 after). Default 60 s.
+    pub body_timeout_secs: u64,
+    /// Connections served at once; further clients wait in the kernel's
+    /// accept queue. Bounds memory at about this many request bodies. Default 256.
+    pub max_connections: usize,
 }
 
 impl Default for Ingest {
@@ -77,6 +83,8 @@ impl Default for Ingest {
             path: "/bulkdata".into(),
             admin_listen: None,
             shutdown_grace_secs: 10,
+            body_timeout_secs: 60,
+            max_connections: 256,
         }
     }
 }

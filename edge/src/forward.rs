@@ -220,11 +220,11 @@ impl Forwarder {
     ) -> Duration {
         let mut wait = Duration::from_secs(5);
         let s = self.outbox.stats();
-        if queue.len() < self.config.max_unacked {
-            if let Some(t) = s.oldest_entry_ms {
-                let left = self.config.batch_max_age_ms as i64 - (now_ms() - t);
-                wait = wait.min(Duration::from_millis(left.max(1) as u64));
-            }
+        if queue.len() < self.config.max_unacked
+            && let Some(t) = s.oldest_entry_ms
+        {
+            let left = self.config.batch_max_age_ms as i64 - (now_ms() - t);
+            wait = wait.min(Duration::from_millis(left.max(1) as u64));
         }
         if !queue.is_empty() {
             wait = wait.min(ack_poll.saturating_sub(last_poll.elapsed()));

@@ -43,6 +43,9 @@ pub struct Ingest {
     pub retry_after_secs: u32,
     pub zstd_level: i32,
     pub quarantine_body_bytes: usize,
+    pub body_timeout: Duration,
+    /// Connections served at once (shared by the CPE and admin listeners).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ingest {
@@ -61,6 +64,10 @@ impl Ingest {
             retry_after_secs: config.outbox.retry_after_secs,
             zstd_level: config.outbox.zstd_level,
             quarantine_body_bytes: config.quarantine.max_body_bytes,
+            body_timeout: Duration::from_secs(config.ingest.body_timeout_secs.max(1)),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                config.ingest.max_connections.max(1),
+            )),
         }
     }
 }
@@ -175,12 +182,27 @@ async fn bulk_data(state: &Ingest, req: Request<Incoming>) -> Response<Body> {
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(state, limit);
     }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(state, limit),
-        Err(e) => {
+    // A client that trickles its body must not hold a connection (and its
+    // partial body) forever.
+    let read = tokio::time::timeout(state.body_timeout, Limited::new(body, limit).collect());
+    let body = match read.await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return too_large(state, limit);
+        }
+        Ok(Err(e)) => {
             state.metrics.rejected("body_read");
             return answer(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"));
+        }
+        Err(_) => {
+            state.metrics.rejected("body_timeout");
+            let mut r = answer(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("body not received within {:?}", state.body_timeout),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
     };
     let received_at_ms = now_ms();
@@ -284,6 +306,20 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
+        // At the connection limit, stop accepting until one closes: waiting
+        // clients stay in the kernel's queue rather than in our memory.
+        // The admin listener is not limited, so /healthz answers under a flood.
+        let permit = if role == Role::Admin {
+            None
+        } else {
+            tokio::select! {
+                p = state.connections.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => break,
+                },
+                _ = shutdown.wait() => break,
+            }
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -313,6 +349,7 @@ pub async fn serve(
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended");
                     }
@@ -322,6 +359,7 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let stream = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),

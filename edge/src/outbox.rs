@@ -645,10 +645,10 @@ impl Writer {
     }
 
     fn reload_stats(&self) {
-        if let Ok(fresh) = read_stats(&self.conn, self.quota) {
-            if let Ok(mut s) = self.stats.lock() {
-                *s = fresh;
-            }
+        if let Ok(fresh) = read_stats(&self.conn, self.quota)
+            && let Ok(mut s) = self.stats.lock()
+        {
+            *s = fresh;
         }
     }
 

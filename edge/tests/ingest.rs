@@ -281,3 +281,33 @@ fn basic_auth_refuses_and_stores_nothing() {
     );
     assert_eq!(count(&edge.db, "SELECT COUNT(*) FROM quarantine"), 0);
 }
+
+#[test]
+fn a_body_that_never_finishes_gets_408_and_others_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{HOLD}[ingest]\nbody_timeout_secs = 1\nmax_connections = 2\n");
+    let edge = Edge::start(dir.path(), &dead_central(), &extra);
+    // Promises 100 bytes, sends 10, then stalls.
+    let mut slow = TcpStream::connect(edge.addr).unwrap();
+    slow.write_all(
+        b"POST /bulkdata?oui=0A1B2C&sn=SLOW HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Report\":",
+    )
+    .unwrap();
+    // While it stalls, another CPE is answered (the limit is 2 connections).
+    let body = br#"{"Report":[{"CollectionTime":1767225600,"Device.DeviceInfo.UpTime":5}]}"#;
+    let ok = edge.post(
+        "/bulkdata?oui=0A1B2C&sn=FAST",
+        &[("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(ok.status, 200);
+    let reply = read_reply(&mut BufReader::new(slow.try_clone().unwrap()));
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.header("connection"), Some("close"));
+    let stored: Vec<String> = outbox_reports(&edge.db)
+        .iter()
+        .map(|e| e.device.id.clone())
+        .collect();
+    assert_eq!(stored, ["0A1B2C-FAST"]);
+}

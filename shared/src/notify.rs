@@ -50,10 +50,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// The rule behind [`watchdog_interval`], without the environment.
 /// `WATCHDOG_PID`, when set, names the process the watchdog is meant for.
 pub fn watchdog_interval_from(usec: &str, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != own_pid {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok()? != own_pid
+    {
+        return None;
     }
     let usec = usec.trim().parse::<u64>().ok().filter(|&u| u > 0)?;
     Some(Duration::from_micros(usec / 2))

@@ -102,7 +102,7 @@ async fn step(
     match phase {
         Phase::Idle(_) => {
             let read = json!({"name": "getParameterValues", "parameterNames": [STATE]});
-            if !matches!(nbi.post_task(id, &read).await, Ok(TaskAnswer::Done)) {
+            if !done_or_withdrawn(p, id, &read).await {
                 debug!(device = id, "scan: device not reachable now");
                 return None;
             }
@@ -136,7 +136,7 @@ async fn step(
         }
         Phase::Running { since, .. } => {
             let refresh = json!({"name": "refreshObject", "objectName": OBJECT});
-            if !matches!(nbi.post_task(id, &refresh).await, Ok(TaskAnswer::Done)) {
+            if !done_or_withdrawn(p, id, &refresh).await {
                 return None;
             }
             let doc = nbi.device(id, &["_id", STATE]).await.ok()?;
@@ -157,5 +157,21 @@ async fn step(
             info!(device = id, state = %s, "neighbour scan finished; results refreshed");
             None
         }
+    }
+}
+
+/// Runs a read task; true when it ran. A read queued for an offline device is
+/// withdrawn: the next round asks again, and one task per round would
+/// otherwise pile up at GenieACS (and make the reconciler see the device as
+/// having work queued).
+async fn done_or_withdrawn(p: &Provisioner, id: &str, task: &serde_json::Value) -> bool {
+    let nbi = p.nbi();
+    match nbi.post_task(id, task).await {
+        Ok(TaskAnswer::Done) => true,
+        Ok(TaskAnswer::Queued { task_id, .. }) => {
+            let _ = nbi.delete_task(&task_id).await;
+            false
+        }
+        Err(_) => false,
     }
 }

@@ -103,6 +103,19 @@ impl Worker {
     }
 
     async fn try_round(&mut self) -> Result<(), Failure> {
+        let result = self.read_and_process().await;
+        if let Err(Failure::Unavailable(why)) = &result {
+            // A Redis that restarted without persistence (or was flushed) has
+            // lost the consumer group: XREADGROUP then answers NOGROUP until
+            // the group is created again, so any Redis failure re-checks it.
+            if why.starts_with("Redis") {
+                self.group_ready = false;
+            }
+        }
+        result
+    }
+
+    async fn read_and_process(&mut self) -> Result<(), Failure> {
         let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
         if !self.group_ready {
             self.queue.ensure_group().await.map_err(unavailable)?;
