@@ -11,7 +11,7 @@
 //!   nothing (answer 200) when the cached object is not writable;
 //! - `setParameterValues` silently drops unknown and read-only parameters and
 //!   values equal to the cached ones; the CPE checks the rest and faults the
-//!   whole RPC (`cwmp.9007`) when one is invalid;
+//!   whole RPC (`cwmp.9003`, with 9007 per invalid value) when one is invalid;
 //! - a reboot leaves the cache as it was (stale), moves `_lastBoot`, and on
 //!   some vendors wipes the Bulk Data profiles.
 //!
@@ -839,10 +839,11 @@ fn spv_fault(
         .iter()
         .map(|(p, why)| json!({"parameterName": p, "faultCode": "9007", "faultString": why}))
         .collect();
+    // As CPEs answer: 9003 for the call, the reason per parameter.
     make(
-        "cwmp.9007",
-        "Invalid parameter value",
-        json!({"faultCode": "9007", "faultString": "Invalid parameter value",
+        "cwmp.9003",
+        "Invalid arguments",
+        json!({"faultCode": "9003", "faultString": "Invalid arguments",
                "setParameterValuesFault": list}),
     )
 }
@@ -1450,7 +1451,7 @@ mod tests {
             doc["Device"]["BulkData"]["MinReportingInterval"]["_value"],
             10
         );
-        // Below MinReportingInterval: the whole SPV faults with 9007.
+        // Below MinReportingInterval: the whole SPV faults (9003, 9007 for the value).
         let (o, t) = fleet.post_task(
             d,
             json!({"name":"setParameterValues","parameterValues":[
@@ -1459,11 +1460,12 @@ mod tests {
         );
         assert_eq!(o, Outcome::Faulted);
         let f = &fleet.faults[&format!("{}:task_{}", fleet.devices[d].id, t.id)];
-        assert_eq!(f.code, "cwmp.9007");
+        assert_eq!(f.code, "cwmp.9003");
         assert_eq!(
             f.detail["setParameterValuesFault"][0]["parameterName"],
             "Device.BulkData.Profile.1.ReportingInterval"
         );
+        assert_eq!(f.detail["setParameterValuesFault"][0]["faultCode"], "9007");
         assert!(!fleet.devices[d].bool_at("Device.BulkData.Enable"));
         // Offline: queued with the reason, run at the next session.
         fleet.set_online(d, false);

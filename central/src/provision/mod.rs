@@ -314,7 +314,7 @@ impl Provisioner {
                         self.nbi.delete_task(&task_id).await?;
                         faulted = true;
                         let names = fault_parameters(fault, step);
-                        for (path, value) in names {
+                        for (path, value, code, message) in names {
                             let tries = {
                                 let mut n = 0;
                                 self.update_memo(id, |m| {
@@ -332,12 +332,12 @@ impl Provisioner {
                                     self.cfg.max_fault_retries
                                 )
                             };
-                            warn!(device = id, parameter = %path, code = %fault["code"], "value faulted");
+                            warn!(device = id, parameter = %path, %code, "value faulted");
                             report.faults.push(FaultReport {
                                 parameter: path.clone(),
                                 value,
-                                code: fault["code"].as_str().unwrap_or("").to_string(),
-                                message: fault["message"].as_str().unwrap_or("").to_string(),
+                                code,
+                                message,
                                 action,
                             });
                             left_out.insert(path);
@@ -375,22 +375,55 @@ impl Provisioner {
 
 /// The parameters a fault names (`setParameterValuesFault`), with the
 /// values that were sent; all of the task's values when it names none.
-fn fault_parameters(fault: &Json, step: &Step) -> Vec<(String, Json)> {
+/// The values a fault names, each with its own fault code and message. A CPE
+/// answers a bad SetParameterValues with `9003 Invalid arguments` for the call
+/// and the real reason per parameter in `SetParameterValuesFault` (e.g. 9007);
+/// GenieACS keeps that list in the fault's `detail`. Without a list every
+/// value of the step is suspect, with the call's code.
+fn fault_parameters(fault: &Json, step: &Step) -> Vec<(String, Json, String, String)> {
     let Step::Set(changes) = step else {
         return Vec::new();
     };
-    let named: Vec<String> = fault["detail"]["setParameterValuesFault"]
+    let text = |v: &Json| v.as_str().unwrap_or("").to_string();
+    let call = (text(&fault["code"]), text(&fault["message"]));
+    let named: Vec<(String, String, String)> = fault["detail"]["setParameterValuesFault"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|f| f["parameterName"].as_str().map(String::from))
+                .filter_map(|f| {
+                    let name = f["parameterName"].as_str()?;
+                    let code = match &f["faultCode"] {
+                        Json::String(c) if !c.is_empty() => format!("cwmp.{c}"),
+                        Json::Number(n) => format!("cwmp.{n}"),
+                        _ => call.0.clone(),
+                    };
+                    let message = Some(text(&f["faultString"]))
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| call.1.clone());
+                    Some((name.to_string(), code, message))
+                })
                 .collect()
         })
         .unwrap_or_default();
     changes
         .iter()
-        .filter(|c| named.is_empty() || named.contains(&c.path))
-        .map(|c| (c.path.clone(), c.value.clone()))
+        .filter_map(|c| {
+            if named.is_empty() {
+                return Some((
+                    c.path.clone(),
+                    c.value.clone(),
+                    call.0.clone(),
+                    call.1.clone(),
+                ));
+            }
+            let (_, code, message) = named.iter().find(|(n, _, _)| *n == c.path)?;
+            Some((
+                c.path.clone(),
+                c.value.clone(),
+                code.clone(),
+                message.clone(),
+            ))
+        })
         .collect()
 }
 
