@@ -209,10 +209,15 @@ async fn timescale(client: &Client, ts: &TimescaleConfig) -> Result<Mode, tokio_
 }
 
 fn compression_sql(after: &str, already_enabled: &[String]) -> String {
+    // Segments by every column of the table's unique key but `time` (which
+    // orders): TimescaleDB refuses compression of a table whose unique
+    // index has a column that neither segments nor orders.
     let segment = |t: &str| match t {
         "samples" => "device_id, parameter_id",
         "interface_stats" => "device_id, interface",
         "radio_stats" => "device_id, radio",
+        "wifi_neighbors" => "device_id, result",
+        "wifi_clients" => "device_id, mac",
         _ => "device_id",
     };
     let mut sql = String::new();

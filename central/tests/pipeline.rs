@@ -726,3 +726,26 @@ fn run_exits_with_the_reason_when_its_port_is_taken() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the serve role"), "{stderr}");
 }
+
+#[test]
+fn migrate_makes_hypertables_where_timescaledb_is_installed() {
+    let env = Env::new("timescale");
+    let installed: i64 =
+        env.scalar("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'");
+    if installed == 0 {
+        // The plain branch is what the other tests run on; this one needs the
+        // extension in the server's shared_preload_libraries.
+        eprintln!("timescaledb is not installed on this server: its branch is not exercised");
+        return;
+    }
+    let cfg = env.config();
+    let first = env.migrate(&cfg);
+    assert!(first.contains("Timescale"), "{first}");
+    let hypertables: i64 = env.scalar(
+        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_schema = 'public'",
+    );
+    assert_eq!(hypertables, 6);
+    let second = env.migrate(&cfg);
+    assert!(second.starts_with("applied migrations: []"), "{second}");
+    assert!(second.contains("Timescale"), "{second}");
+}
