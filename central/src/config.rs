@@ -176,7 +176,8 @@ pub struct StoreConfig {
     pub block_ms: u64,
     /// Entries pending this long at another (dead) worker are reclaimed, ms. Default 60000.
     pub reclaim_idle_ms: u64,
-    /// Attempts before an entry moves to the dead-letter stream. Default 5.
+    /// Attempts before an entry moves to the dead-letter stream; a reclaim
+    /// from a worker that died or hung counts as one. Default 5.
     pub max_attempts: u32,
     /// Longest wait between retries while PostgreSQL or Redis is down, ms. Default 10000.
     pub max_backoff_ms: u64,

@@ -749,3 +749,63 @@ fn migrate_makes_hypertables_where_timescaledb_is_installed() {
     assert!(second.starts_with("applied migrations: []"), "{second}");
     assert!(second.contains("Timescale"), "{second}");
 }
+
+#[test]
+fn an_entry_whose_workers_keep_dying_is_dead_lettered() {
+    // max_attempts = 1: the first reclaim already gives up on the entry (a
+    // worker died holding it; with the default 5 it takes five such deaths).
+    let env = Env::new("reclaimdead");
+    let cfg = env.config_with(
+        &env.pg_url,
+        REDIS_URL,
+        "reclaim_idle_ms = 300\nmax_attempts = 1",
+        "",
+    );
+    env.migrate(&cfg);
+    let server = Central::start(&cfg, "serve");
+    let r = post_batch(server.addr(), &batch(1, fixture_entries()), TOKEN);
+    assert_eq!(r.status, 200);
+    let mut r = env.redis();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(env.stream())
+        .arg("store")
+        .arg("0")
+        .query(&mut r)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("store")
+        .arg("crashed-worker")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(env.stream())
+        .arg(">")
+        .query(&mut r)
+        .unwrap();
+    let _worker = Central::start(&cfg, "store");
+    assert!(wait_until(Duration::from_secs(30), || {
+        let len: i64 = redis::cmd("XLEN")
+            .arg(env.dead_stream())
+            .query(&mut env.redis())
+            .unwrap();
+        len == 1
+    }));
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(env.dead_stream())
+        .arg("-")
+        .arg("+")
+        .query(&mut r)
+        .unwrap();
+    let error: String = redis::from_redis_value(dead.ids[0].map["error"].clone()).unwrap();
+    assert!(error.starts_with("reclaimed 1 times"), "{error}");
+    let seq: String = redis::from_redis_value(dead.ids[0].map["seq"].clone()).unwrap();
+    assert_eq!(seq, "1");
+    assert_eq!(
+        env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
+        0
+    );
+    let len: i64 = redis::cmd("XLEN").arg(env.stream()).query(&mut r).unwrap();
+    assert_eq!(len, 0);
+}

@@ -148,6 +148,7 @@ impl Worker {
                 );
                 self.metrics
                     .add(&self.metrics.store_reclaimed, items.len() as u64);
+                items = self.count_reclaims(items).await?;
             }
         }
         if items.is_empty() {
@@ -240,6 +241,36 @@ impl Worker {
             .ack(&ids)
             .await
             .map_err(|e| Failure::Unavailable(format!("Redis: {e}")))
+    }
+
+    /// Counts each reclaimed entry as a failed attempt: its worker died or hung
+    /// before committing it. An entry that crashes every worker that takes it
+    /// (it never reaches [`Worker::fail`]) is thus dead-lettered after
+    /// `max_attempts` reclaims instead of taking workers down forever.
+    async fn count_reclaims(&mut self, items: Vec<Item>) -> Result<Vec<Item>, Failure> {
+        let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
+        let mut keep = Vec::with_capacity(items.len());
+        for item in items {
+            let attempts = self
+                .queue
+                .record_failure(&item.id)
+                .await
+                .map_err(unavailable)?;
+            if attempts >= self.cfg.store.max_attempts {
+                let why = format!(
+                    "reclaimed {attempts} times: the workers that took it stopped before committing it"
+                );
+                warn!(id = %item.id, attempts, "moving entry to the dead-letter stream: {why}");
+                self.queue
+                    .dead_letter(&item, &why)
+                    .await
+                    .map_err(unavailable)?;
+                self.metrics.add(&self.metrics.store_dead_lettered, 1);
+            } else {
+                keep.push(item);
+            }
+        }
+        Ok(keep)
     }
 
     /// Counts a failed attempt at `item`; dead-letters it after `max_attempts`.
