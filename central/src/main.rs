@@ -39,7 +39,8 @@ enum Command {
     Run,
     /// Create or upgrade the database schema (idempotent).
     Migrate,
-    /// One pass of GenieACS provisioning (Bulk Data profiles), per [provision].
+    /// One pass of GenieACS provisioning (Bulk Data profiles), per [provision];
+    /// with --watch, the provisioner role until stopped.
     Provision {
         /// Print, per device, what would change and why; change nothing
         /// (only refreshObject reads may be sent).
@@ -49,6 +50,10 @@ enum Command {
         /// script and presets); default: provision.mode.
         #[arg(long)]
         mode: Option<config::ProvisionMode>,
+        /// Keep provisioning (sync interval, reboot watch, neighbour scans)
+        /// until stopped: the provisioner role of `run` on its own.
+        #[arg(long, conflicts_with = "dry_run")]
+        watch: bool,
     },
     /// Validate the configuration and print the effective settings.
     CheckConfig,
@@ -74,7 +79,17 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", cfg.effective());
                 Ok(())
             }
-            Command::Provision { dry_run, mode } => provision::once(&cfg, dry_run, mode).await,
+            Command::Provision { watch: true, .. } => {
+                // The provisioner role alone, for a split deployment.
+                if !cfg.provision.enabled() {
+                    anyhow::bail!("provision --watch needs [provision] nbi_url");
+                }
+                let shutdown = Shutdown::on_signals();
+                notify::watchdog(shutdown.clone());
+                bulkflow_shared::notify::ready("provisioner started");
+                provision::run(cfg, shutdown).await
+            }
+            Command::Provision { dry_run, mode, .. } => provision::once(&cfg, dry_run, mode).await,
             Command::Migrate => {
                 let (mut client, connection) =
                     tokio_postgres::connect(&cfg.postgres.url, tokio_postgres::NoTls)

@@ -639,3 +639,47 @@ batch_max_age_ms = 100
         .unwrap();
     Edge { child, addr }
 }
+
+#[test]
+fn provision_watch_repairs_a_profile_lost_at_reboot_without_waiting_for_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::start(5, 1.0);
+    // A sync interval of an hour: only the reboot watch can explain a repair
+    // within the test's time.
+    let profile = format!("sync_interval_secs = 3600\nwatch_interval_secs = 1\n{PROFILE}");
+    let cfg = config(dir.path(), &fleet.url(), NO_PG, &profile, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkflow-central"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["provision", "--watch"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let enabled = |id: &str| {
+        fleet.device(id)["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["enabled"] == true)
+    };
+    let converged = wait_until(Duration::from_secs(60), || ALL.iter().all(|id| enabled(id)));
+    let before_reboot = fleet.tasks().len();
+    fleet.control(TPLINK, "reboot");
+    assert!(!enabled(TPLINK));
+    let repaired = wait_until(Duration::from_secs(60), || enabled(TPLINK));
+    let log = fleet.tasks();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(converged, "the first pass did not enable every profile");
+    assert!(repaired, "the profile wiped by the reboot was not restored");
+    assert_fresh_profile_tasks(&log, TPLINK, before_reboot);
+    // Only the rebooted device was touched.
+    for id in [HX, SERCOMM, OBUSPA, CASA] {
+        assert_eq!(
+            task_names(&log, id, before_reboot),
+            Vec::<String>::new(),
+            "{id}"
+        );
+    }
+}
