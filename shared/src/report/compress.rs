@@ -57,6 +57,7 @@ fn is_zlib(b: &[u8]) -> bool {
 
 /// Whether the body reads as a JSON or CSV document as it stands.
 fn looks_plain(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b);
     let first = b.iter().find(|c| !c.is_ascii_whitespace());
     std::str::from_utf8(b).is_ok()
         && matches!(first, Some(b'{' | b'[') | Some(b'A'..=b'Z' | b'a'..=b'z' | b'"') | None)
@@ -83,7 +84,15 @@ pub fn decompress<'a>(
     }
     match label {
         Label::Deflate if !looks_plain(body) => {
-            inflate(DeflateDecoder::new(body), "deflate", body.len(), limits).map(Cow::Owned)
+            match inflate(DeflateDecoder::new(body), "deflate", body.len(), limits) {
+                Ok(out) => Ok(Cow::Owned(out)),
+                // Mislabelled text that starts oddly (a digit, a quote
+                // character the sniffer does not know): plain after all.
+                Err(DecodeError::Corrupt { .. }) if std::str::from_utf8(body).is_ok() => {
+                    Ok(Cow::Borrowed(body))
+                }
+                Err(e) => Err(e),
+            }
         }
         Label::Identity if std::str::from_utf8(body).is_err() => {
             match inflate(DeflateDecoder::new(body), "deflate", body.len(), limits) {
@@ -205,6 +214,22 @@ mod tests {
                 assert_eq!(run(body, ce).unwrap(), body, "{body:?} labelled {ce:?}");
             }
         }
+    }
+
+    #[test]
+    fn plain_text_labelled_deflate_stays_plain_with_a_bom_or_an_odd_start() {
+        for body in [
+            &b"\xEF\xBB\xBF{\"Report\":[]}"[..],
+            b"\xEF\xBB\xBFReportTimestamp,ParameterName\n",
+            b"1733246400,Device.DeviceInfo.UpTime,5\n",
+        ] {
+            assert_eq!(run(body, Some("deflate")).unwrap(), body, "{body:?}");
+        }
+        // Binary that is not deflate is still refused.
+        assert!(matches!(
+            run(&[0xff, 0xfe, 0xfd, 0x00], Some("deflate")),
+            Err(DecodeError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -345,6 +345,59 @@ mod tests {
         assert_eq!(Format::from_token("XML"), None);
     }
 
+    fn request(body: &[u8]) -> Request<'_> {
+        Request {
+            body,
+            content_type: None,
+            report_format: None,
+            content_encoding: None,
+            date: None,
+            received_at_ms: 1_767_225_600_000,
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_json_and_csv() {
+        let json = decode(
+            &request(b"\xEF\xBB\xBF{\"Report\":[{\"CollectionTime\":1767225600,\"A.B\":7}]}"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(json.format, Format::NameValuePair);
+        assert_eq!(json.reports[0].time_ms, 1_767_225_600_000);
+        assert_eq!(
+            json.reports[0].params,
+            [Param {
+                path: "A.B".into(),
+                value: Value::Int(7)
+            }]
+        );
+        let csv = decode(
+            &request(b"\xEF\xBB\xBFReportTimestamp,ParameterName,ParameterValue,ParameterType\r\n1767225600,A.B,7,int\r\n"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(csv.format, Format::ParameterPerRow);
+        assert_eq!(
+            csv.reports[0].params,
+            [Param {
+                path: "A.B".into(),
+                value: Value::Int(7)
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_with_its_offset() {
+        let err = decode(
+            &request(b"{\"Report\":[{\"A\":\"\xC3\x28\"}]}"),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, DecodeError::InvalidUtf8 { offset: 17 });
+        assert_eq!(err.http_status(), 400);
+    }
+
     #[test]
     fn unsigned_values_have_one_representation() {
         assert_eq!(Value::from_u64(5), Value::Int(5));
