@@ -328,9 +328,19 @@ impl Forwarder {
     }
 }
 
-async fn read_ack(response: reqwest::Response) -> anyhow::Result<Ack> {
+/// Largest answer read from central: an Ack lists at most a few thousand
+/// batch numbers; anything bigger is not central talking.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+async fn read_ack(mut response: reqwest::Response) -> anyhow::Result<Ack> {
     let status = response.status();
-    let body = response.bytes().await.context("reading central's answer")?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("reading central's answer")? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            anyhow::bail!("central's answer is over {MAX_ANSWER_BYTES} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
     if status != reqwest::StatusCode::OK {
         let text = String::from_utf8_lossy(&body);
         anyhow::bail!(
