@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "profile parameter names",
         include_str!("../migrations/0003_profile_names.sql"),
     ),
+    (
+        4,
+        "rates across reboots",
+        include_str!("../migrations/0004_rates_across_reboots.sql"),
+    ),
 ];
 
 /// The time-series tables (hypertables under TimescaleDB).

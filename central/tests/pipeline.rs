@@ -29,7 +29,7 @@ fn migrate_twice_is_a_no_op_on_plain_postgresql() {
     let cfg = env.config();
     let first = env.migrate(&cfg);
     assert!(
-        first.starts_with("applied migrations: [1, 2, 3]"),
+        first.starts_with("applied migrations: [1, 2, 3, 4]"),
         "{first}"
     );
     assert!(first.contains("Plain"), "{first}");
@@ -808,4 +808,51 @@ fn an_entry_whose_workers_keep_dying_is_dead_lettered() {
     );
     let len: i64 = redis::cmd("XLEN").arg(env.stream()).query(&mut r).unwrap();
     assert_eq!(len, 0);
+}
+
+#[test]
+fn interface_rates_skip_counter_resets_and_reboots() {
+    let env = Env::new("rates");
+    let cfg = env.config();
+    env.migrate(&cfg);
+    let mut db = env.db();
+    // Reports every 300 s. 12:05 -> 12:10: a plain increase. 12:10 -> 12:15:
+    // the counter went down (reset). 12:15 -> 12:20: rebooted 100 s before the
+    // report (uptime 100), and the counter has already climbed past its old
+    // value: an ordinary-looking increase that is not one.
+    db.batch_execute(
+        "INSERT INTO interface_stats (time, device_id, interface, bytes_sent, bytes_received) VALUES
+           ('2026-01-01 12:00:00+00', 1, 1, 1000, 0),
+           ('2026-01-01 12:05:00+00', 1, 1, 31000, 0),
+           ('2026-01-01 12:10:00+00', 1, 1, 500, 0),
+           ('2026-01-01 12:15:00+00', 1, 1, 900, 0),
+           ('2026-01-01 12:20:00+00', 1, 1, 60000, 0);
+         INSERT INTO device_stats (time, device_id, uptime_s) VALUES
+           ('2026-01-01 12:00:00+00', 1, 5000),
+           ('2026-01-01 12:05:00+00', 1, 5300),
+           ('2026-01-01 12:15:00+00', 1, 5900),
+           ('2026-01-01 12:20:00+00', 1, 100);",
+    )
+    .unwrap();
+    let rows: Vec<(String, Option<String>, bool)> = db
+        .query(
+            "SELECT to_char(time AT TIME ZONE 'UTC', 'HH24:MI'), round(tx_bps, 3)::text, counter_reset
+             FROM interface_rates ORDER BY time",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let row =
+        |t: &str, bps: Option<&str>, reset: bool| (t.to_string(), bps.map(String::from), reset);
+    assert_eq!(
+        rows,
+        [
+            row("12:05", Some("800.000"), false),
+            row("12:10", None, true),
+            row("12:15", Some("10.667"), false),
+            row("12:20", None, true),
+        ]
+    );
 }
