@@ -9,12 +9,13 @@
 //! on the key until the first commits. No statement is issued per row.
 
 use super::extract::{self, Extracted};
-use super::numeric::Numeric;
+use super::numeric::SampleNum;
 use super::rename::{NameCache, NameMap};
 use crate::queue::Origin;
 use bulkflow_shared::report::Value;
 use bulkflow_shared::wire::{Batch, Entry};
 use futures_util::pin_mut;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -284,12 +285,40 @@ pub fn sample_columns(v: &Value) -> (Option<String>, Option<String>) {
     }
 }
 
+/// [`sample_columns`] for the binary COPY: the same values, with `value_num`
+/// already in numeric's binary form and `value_text` borrowed.
+pub fn sample_columns_binary(v: &Value) -> (SampleNum, Option<Cow<'_, str>>) {
+    match v {
+        Value::Null => (SampleNum::Null, None),
+        Value::Bool(b) => (
+            SampleNum::from_u64(u64::from(*b)),
+            Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        ),
+        Value::Int(i) => (SampleNum::from_i64(*i), None),
+        Value::UInt(u) => (SampleNum::from_u64(*u), None),
+        Value::Float(f) if f.is_finite() => (SampleNum::parse(&format!("{f:e}")), None),
+        Value::Float(f) => (SampleNum::Null, Some(Cow::Owned(f.to_string()))),
+        Value::Text(s) => {
+            let num = if is_numeric_text(s) {
+                SampleNum::parse(s)
+            } else {
+                SampleNum::Null
+            };
+            (num, Some(Cow::Borrowed(s.as_str())))
+        }
+    }
+}
+
 /// `s` trimmed, when it is a decimal number PostgreSQL's numeric accepts
 /// (sign, digits, one point, exponent; no NaN or Infinity).
 fn numeric_text(s: &str) -> Option<String> {
+    is_numeric_text(s).then(|| s.trim().to_owned())
+}
+
+fn is_numeric_text(s: &str) -> bool {
     let t = s.trim();
     if t.is_empty() || t.len() > 64 {
-        return None;
+        return false;
     }
     let body = t.strip_prefix(['+', '-']).unwrap_or(t);
     let (mantissa, exponent) = match body.split_once(['e', 'E']) {
@@ -307,7 +336,7 @@ fn numeric_text(s: &str) -> Option<String> {
     };
     let exponent_ok =
         exponent.is_none_or(|e| digits_ok(e.strip_prefix(['+', '-']).unwrap_or(e)) && e.len() <= 5);
-    (mantissa_ok && exponent_ok).then(|| t.to_owned())
+    mantissa_ok && exponent_ok
 }
 
 async fn copy_samples(
@@ -388,14 +417,16 @@ async fn copy_rows(
             let Some(&param) = params.get(&p.path) else {
                 continue;
             };
-            let (num, text) = sample_columns(&p.value);
             if num_type == Type::NUMERIC {
-                let num = num.as_deref().and_then(Numeric::parse);
+                // Borrowed text, integers encoded in place: no allocation
+                // for the usual parameter.
+                let (num, text) = sample_columns_binary(&p.value);
                 writer
                     .as_mut()
                     .write(&[&time, &device, &param, &num, &text])
                     .await?;
             } else {
+                let (num, text) = sample_columns(&p.value);
                 writer
                     .as_mut()
                     .write(&[&time, &device, &param, &num, &text])
@@ -695,6 +726,48 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_sample_columns_agree_with_the_text_ones() {
+        use super::super::numeric::Numeric;
+        for v in [
+            Value::UInt(u64::MAX),
+            Value::Int(i64::MIN),
+            Value::Int(0),
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Float(1.5),
+            Value::Float(-0.000125),
+            Value::Float(f64::NAN),
+            Value::Text(" 86213 ".into()),
+            Value::Text("-12.50".into()),
+            Value::Text("1e3".into()),
+            Value::Text("00042".into()),
+            Value::Text("  ".into()),
+            Value::Text("NaN".into()),
+            Value::Text("Cafe;2nd".into()),
+            Value::Null,
+        ] {
+            let (num, text) = sample_columns(&v);
+            let (fast_num, fast_text) = sample_columns_binary(&v);
+            let want = num.as_deref().and_then(Numeric::parse);
+            let got = match &fast_num {
+                SampleNum::Null => None,
+                n => {
+                    let mut out = bytes::BytesMut::new();
+                    n.to_sql(&Type::NUMERIC, &mut out).unwrap();
+                    Some(out.to_vec())
+                }
+            };
+            let want = want.map(|n| {
+                let mut out = bytes::BytesMut::new();
+                n.to_sql(&Type::NUMERIC, &mut out).unwrap();
+                out.to_vec()
+            });
+            assert_eq!(got, want, "{v:?}");
+            assert_eq!(fast_text.as_deref(), text.as_deref(), "{v:?}");
+        }
+    }
 
     #[test]
     fn sample_columns_keep_text_exact_and_numbers_numeric() {
