@@ -1385,8 +1385,9 @@ no staging, no `ON CONFLICT`, no dictionaries.
 - End to end: from the first POST ({clients} concurrent HTTP/1.1 clients, one connection per batch) \
 until a 20 ms poll of `ingested_batches` sees every batch. It includes what the ceiling does not: \
 zstd/postcard decoding (twice: ingest validates, the worker decodes), Redis, the `devices` and \
-`parameters` dictionaries, the staging COPY and `INSERT .. ON CONFLICT DO NOTHING` into `samples`, \
-and the typed tables (device, interface, radio, neighbour and client rows). Store settings: \
+`parameters` dictionaries, the batch-id bookkeeping, the COPY into `samples` inside a savepoint \
+(the staging table and `INSERT .. ON CONFLICT DO NOTHING` only for a read that holds an already-stored \
+key, which this workload does not), and the typed tables (device, interface, radio, neighbour and client rows). Store settings: \
 default `read_count` unless the command says otherwise.
 - Latency: batches posted at half the 1-worker throughput; per batch, send time to the first \
 `/v1/acks` poll (every 20 ms) that lists it: what an edge observes, give or take 20 ms. \
