@@ -123,6 +123,12 @@ pub struct IngestConfig {
     /// before the answer goes without them (a hung database must not hold
     /// up queueing). Default 2000.
     pub ack_query_timeout_ms: u64,
+    /// How long a client may take to send a request body once its head is in
+    /// (408 after); the head itself has 30 s. Default 60.
+    pub body_timeout_secs: u64,
+    /// Connections served at once (edges and direct CPEs); more wait in the
+    /// kernel's accept queue. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for IngestConfig {
@@ -131,6 +137,8 @@ impl Default for IngestConfig {
             max_batch_bytes: 16 << 20,
             max_batch_decompressed_bytes: 256 << 20,
             ack_query_timeout_ms: 2000,
+            body_timeout_secs: 60,
+            max_connections: 1024,
         }
     }
 }

@@ -40,6 +40,8 @@ use tracing::{info, warn};
 
 /// How many committed batch numbers one answer lists at most.
 const MAX_ACKS: i64 = 10_000;
+/// How long a client may take to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct State {
     cfg: Config,
@@ -102,6 +104,10 @@ impl State {
             metrics,
             tokens,
         })
+    }
+
+    fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.ingest.body_timeout_secs.max(1))
     }
 
     /// A PostgreSQL client, (re)connected on demand.
@@ -188,7 +194,19 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
     };
     bulkflow_shared::notify::ready(&format!("listening on {addr}"));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        state.cfg.ingest.max_connections.max(1),
+    ));
     loop {
+        // At the limit, stop accepting until a connection closes: waiting
+        // clients stay in the kernel's queue, not in memory.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -205,11 +223,17 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
             let state = state.clone();
             async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer).await) }
         });
-        let builder = hyper::server::conn::http1::Builder::new();
+        let builder = {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            b
+        };
         match &tls {
             None => {
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -219,6 +243,7 @@ pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     // The handshake runs in the connection's task, so a slow
                     // client cannot hold up the accept loop.
                     let stream = match tokio::time::timeout(
@@ -282,7 +307,11 @@ async fn health(state: &State) -> Answer {
 }
 
 /// Reads a body of at most `limit` bytes; `Err` is the answer to send.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Answer> {
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Answer> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -297,10 +326,22 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Answer
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("reading body: {e}"))),
+    // A client that trickles its body must not hold a connection forever.
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(text(StatusCode::BAD_REQUEST, format!("reading body: {e}"))),
+        Err(_) => {
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {timeout:?}"),
+            );
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            Err(r)
+        }
     }
 }
 
@@ -323,7 +364,7 @@ async fn batches(state: &State, req: Request<Incoming>) -> Answer {
         .get(wire::PENDING_FROM_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = match read_body(req, state.cfg.ingest.max_batch_bytes).await {
+    let body = match read_body(req, state.cfg.ingest.max_batch_bytes, state.body_timeout()).await {
         Ok(b) => b,
         Err(answer) => {
             state.count(&state.metrics.batches_rejected);
@@ -442,6 +483,7 @@ async fn direct(state: &State, req: Request<Incoming>) -> Answer {
     let body = match read_body(
         Request::from_parts(head.clone(), body),
         state.receive.limits.max_body_bytes,
+        state.body_timeout(),
     )
     .await
     {

@@ -856,3 +856,34 @@ fn interface_rates_skip_counter_resets_and_reboots() {
         ]
     );
 }
+
+#[test]
+fn a_body_that_never_finishes_gets_408() {
+    let env = Env::new("slowbody");
+    let cfg = env.config_with(
+        &env.pg_url,
+        REDIS_URL,
+        "",
+        "[ingest]\nbody_timeout_secs = 1\n",
+    );
+    env.migrate(&cfg);
+    let central = Central::start(&cfg, "serve");
+    let mut slow = TcpStream::connect(central.addr()).unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\nabc"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Meanwhile others are served.
+    let ok = post_batch(central.addr(), &batch(1, fixture_entries()), TOKEN);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("body not received within 1s"), "{answer:?}");
+}
