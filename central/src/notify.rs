@@ -7,7 +7,7 @@ use crate::shutdown::Shutdown;
 use bulkflow_shared::notify;
 
 /// WATCHDOG pings from this runtime (a hung runtime misses them and systemd
-/// restarts the service), then STOPPING once a shutdown signal arrives.
+/// restarts the service), until shutdown ([`Shutdown::trigger`] sends STOPPING).
 pub fn watchdog(mut shutdown: Shutdown) {
     let mut tick = notify::watchdog_interval().map(tokio::time::interval);
     tokio::spawn(async move {
@@ -23,6 +23,5 @@ pub fn watchdog(mut shutdown: Shutdown) {
                 _ = shutdown.wait() => break,
             }
         }
-        notify::stopping();
     });
 }

@@ -29,6 +29,10 @@ impl Shutdown {
 
     /// Requests shutdown from inside: a role that failed stops the others.
     pub fn trigger(&self) {
+        // Told before any role starts stopping, so systemd hears it even when
+        // the process then exits at once (a task sending it could be dropped
+        // with the runtime before it ran).
+        bulkflow_shared::notify::stopping();
         let _ = self.tx.send(true);
     }
 

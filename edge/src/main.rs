@@ -177,7 +177,7 @@ async fn serve(
 /// systemd `Type=notify` (nothing happens without `$NOTIFY_SOCKET`): READY
 /// once the listeners are bound and the outbox is open, WATCHDOG pings from
 /// this runtime (a hung runtime misses them and systemd restarts the edge),
-/// STOPPING when a shutdown signal arrives.
+/// until shutdown (the signal handler sends STOPPING).
 fn notify_systemd(addrs: &[String], mut shutdown: shutdown::Shutdown) {
     use bulkflow_shared::notify;
     notify::ready(&format!("listening on {}", addrs.join(", ")));
@@ -195,6 +195,5 @@ fn notify_systemd(addrs: &[String], mut shutdown: shutdown::Shutdown) {
                 _ = shutdown.wait() => break,
             }
         }
-        notify::stopping();
     });
 }

@@ -27,6 +27,9 @@ pub fn on_signals() -> Shutdown {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
+        // systemd hears STOPPING before anything stops, so it is sent even if
+        // the process then exits at once.
+        bulkflow_shared::notify::stopping();
         let _ = tx.send(true);
     });
     Shutdown(rx)
