@@ -62,6 +62,20 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User + system CPU time of a process so far, in seconds (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // rest starts at field 3 (state), so utime (14) is index 11, stime (15) 12.
+    (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
 struct Edge {
     child: Child,
     addr: SocketAddr,
@@ -124,6 +138,7 @@ fn load(exe: &Path, sync: &str, clients: usize, total: usize) {
     let bodies: Vec<Vec<u8>> = (0..64).map(body).collect();
     let per_client = total / clients;
     let addr = edge.addr;
+    let cpu_before = cpu_secs(edge.child.id());
     let start_t = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|c| {
@@ -148,14 +163,16 @@ fn load(exe: &Path, sync: &str, clients: usize, total: usize) {
     let elapsed = start_t.elapsed().as_secs_f64();
     lat.sort();
     let peak_kb = status_kb(edge.child.id(), "VmHWM:");
+    let cpu = cpu_secs(edge.child.id()) - cpu_before;
     println!(
-        "| {sync} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} |",
+        "| {sync} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} |",
         lat.len(),
         lat.len() as f64 / elapsed,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         idle_kb as f64 / 1024.0,
-        peak_kb as f64 / 1024.0
+        peak_kb as f64 / 1024.0,
+        cpu * 1000.0 / lat.len() as f64
     );
 }
 
@@ -289,9 +306,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4096);
     println!(
-        "| synchronous | clients | reports | reports/s | p50 ms | p99 ms | RSS idle MiB | peak RSS MiB |"
+        "| synchronous | clients | reports | reports/s | p50 ms | p99 ms | RSS idle MiB | peak RSS MiB | edge CPU s per 1,000 reports |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for sync in ["full", "normal"] {
         for clients in [1, 4, 16, 64] {
             load(exe, sync, clients, total);
