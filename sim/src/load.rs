@@ -25,6 +25,11 @@ pub struct LoadArgs {
     /// Requests in flight at most (beyond it the rate is not held).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Stamp each CPE's reports this many seconds apart, ending now (a
+    /// backlog: a day of reports sent in minutes, each with its own time),
+    /// instead of with the time of sending.
+    #[arg(long)]
+    report_interval_s: Option<u64>,
     #[arg(long)]
     user: Option<String>,
     #[arg(long)]
@@ -49,11 +54,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     let mut handles = Vec::new();
+    let per_cpe = total.div_ceil(args.cpes as u64) as i64;
+    let now = Utc::now();
     for n in 0..total {
         tick.tick().await;
         let cpe = &mut cpes[n as usize % args.cpes];
-        cpe.advance(300);
-        let body = cpe.render(&[(Utc::now(), cpe.params())]);
+        let time = match args.report_interval_s {
+            // The k-th report of a CPE, of `per_cpe`, the last one now.
+            Some(step) => {
+                let k = (n / args.cpes as u64) as i64;
+                now - chrono::Duration::seconds((per_cpe - 1 - k) * step as i64)
+            }
+            None => Utc::now(),
+        };
+        cpe.advance(args.report_interval_s.unwrap_or(300));
+        let body = cpe.render(&[(time, cpe.params())]);
         let sep = if args.url.contains('?') { '&' } else { '?' };
         let mut req = client
             .post(format!("{}{sep}{}", args.url, cpe.query()))
