@@ -31,6 +31,8 @@ pub enum RejectKind {
     Encoding,
     Undecodable,
     Unidentified,
+    /// Per-device credentials used to report for another device.
+    Forbidden,
 }
 
 impl RejectKind {
@@ -42,6 +44,7 @@ impl RejectKind {
             RejectKind::Encoding => "encoding",
             RejectKind::Undecodable => "undecodable",
             RejectKind::Unidentified => "unidentified",
+            RejectKind::Forbidden => "forbidden",
         }
     }
 
@@ -219,11 +222,42 @@ pub fn receive(
                  no Basic user, no identifying parameter in the report",
             )
         })?;
+    // Per-device credentials speak for that device only: without this, any
+    // one CPE's password would let it report as every other CPE (the query
+    // string is the CPE's to choose). The user name must be the device's id
+    // or its serial number, as Bulk Data profiles are usually provisioned.
+    if let Some(user) = basic_user.filter(|u| config.auth.devices.contains_key(*u))
+        && !speaks_for(user, &device)
+    {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            RejectKind::Forbidden,
+            format!(
+                "the credentials of {user:?} cannot report for device {:?}",
+                device.id
+            ),
+        ));
+    }
     Ok(Accepted {
         device,
         format: decoded.format,
         reports: decoded.reports,
     })
+}
+
+/// Whether per-device user `user` names `device`: its id (GenieACS-escaped or
+/// not) or its serial number.
+fn speaks_for(user: &str, device: &DeviceIdentity) -> bool {
+    if device.id == user || device.serial.as_deref() == Some(user) {
+        return true;
+    }
+    match (&device.oui, &device.serial) {
+        (Some(oui), Some(sn)) => {
+            let pc = device.product_class.as_deref().unwrap_or("");
+            user == format!("{oui}-{pc}-{sn}") || (pc.is_empty() && user == format!("{oui}-{sn}"))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -345,5 +379,42 @@ mod tests {
         assert_eq!(r.kind, RejectKind::Unidentified);
         let a = receive(&bare, &h, Some("router-9"), body, 0, &cfg).unwrap();
         assert_eq!(a.device.id, "router-9");
+    }
+
+    #[test]
+    fn per_device_credentials_report_only_for_their_device() {
+        let mut auth = auth();
+        auth.devices.insert("SN0042".into(), "pw42".into());
+        let cfg = ReceiveConfig {
+            auth,
+            ..Default::default()
+        };
+        let h = headers(&[("content-type", "application/json")]);
+        let body = br#"{"Report":[{"Device.DeviceInfo.UpTime":5}]}"#;
+        let own: Uri = "/bulkdata?oui=0A1B2C&pc=R&sn=SN0042".parse().unwrap();
+        let a = receive(&own, &h, Some("SN0042"), body, 0, &cfg).unwrap();
+        assert_eq!(a.device.id, "0A1B2C-R-SN0042");
+        // The GenieACS id as the user name, unescaped as a CPE would send it.
+        let mut cfg = cfg;
+        cfg.auth
+            .devices
+            .insert("0A1B2C-USP Agent-SN7".into(), "pw7".into());
+        let usp: Uri = "/bulkdata?oui=0A1B2C&pc=USP%20Agent&sn=SN7"
+            .parse()
+            .unwrap();
+        let a = receive(&usp, &h, Some("0A1B2C-USP Agent-SN7"), body, 0, &cfg).unwrap();
+        assert_eq!(a.device.id, "0A1B2C-USP%20Agent-SN7");
+        // router-9's password used for another device.
+        let other: Uri = "/bulkdata?oui=0A1B2C&pc=R&sn=OTHER".parse().unwrap();
+        let r = receive(&other, &h, Some("router-9"), body, 0, &cfg).unwrap_err();
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.kind, RejectKind::Forbidden);
+        assert_eq!(
+            r.reason,
+            "the credentials of \"router-9\" cannot report for device \"0A1B2C-R-OTHER\""
+        );
+        // The shared user reports for any device.
+        let a = receive(&other, &h, Some("cpe"), body, 0, &cfg).unwrap();
+        assert_eq!(a.device.id, "0A1B2C-R-OTHER");
     }
 }
