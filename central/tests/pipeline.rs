@@ -236,10 +236,7 @@ fn requests_are_checked_before_queueing() {
     let r = http(central.addr(), "GET", "/nope", &[], b"");
     assert_eq!(r.status, 404);
     // Nothing reached the queue.
-    let len: i64 = redis::cmd("XLEN")
-        .arg(env.stream())
-        .query(&mut env.redis())
-        .unwrap();
+    let len = env.xlen(&env.stream());
     assert_eq!(len, 0);
 }
 
@@ -272,26 +269,7 @@ fn entries_of_a_dead_worker_are_reclaimed_without_duplicates() {
         );
     }
     // A worker takes all three entries, then dies before writing anything.
-    let mut r = env.redis();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(env.stream())
-        .arg("store")
-        .arg("0")
-        .query(&mut r)
-        .unwrap();
-    let taken: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("store")
-        .arg("dead-worker")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(env.stream())
-        .arg(">")
-        .query(&mut r)
-        .unwrap();
-    assert!(!matches!(taken, redis::Value::Nil));
+    env.take_as_dead_worker("dead-worker");
 
     let _worker = Central::start(&cfg, "store");
     for seq in 1..=3 {
@@ -309,11 +287,7 @@ fn entries_of_a_dead_worker_are_reclaimed_without_duplicates() {
         distinct_keys(&entries)
     );
     assert!(wait_until(Duration::from_secs(10), || {
-        let len: i64 = redis::cmd("XLEN")
-            .arg(env.stream())
-            .query(&mut env.redis())
-            .unwrap();
-        len == 0
+        env.xlen(&env.stream()) == 0
     }));
 }
 
@@ -343,26 +317,13 @@ fn a_poisoned_entry_goes_to_the_dead_letter_stream_and_the_rest_flows() {
     );
     assert!(wait_committed(central.addr(), 1));
     assert!(wait_until(Duration::from_secs(30), || {
-        let len: i64 = redis::cmd("XLEN")
-            .arg(env.dead_stream())
-            .query(&mut env.redis())
-            .unwrap();
-        len == 1
+        env.xlen(&env.dead_stream()) == 1
     }));
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(env.dead_stream())
-        .arg("-")
-        .arg("+")
-        .query(&mut r)
-        .unwrap();
+    let dead = env.dead_letters();
     let error: String = redis::from_redis_value(dead.ids[0].map["error"].clone()).unwrap();
     assert!(error.starts_with("batch does not decompress"), "{error}");
     assert!(wait_until(Duration::from_secs(10), || {
-        let len: i64 = redis::cmd("XLEN")
-            .arg(env.stream())
-            .query(&mut env.redis())
-            .unwrap();
-        len == 0
+        env.xlen(&env.stream()) == 0
     }));
     assert_eq!(
         env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
@@ -590,11 +551,7 @@ fn cpes_without_an_edge_post_straight_to_central() {
 
     // Wait for the retry to be processed, then check nothing doubled.
     assert!(wait_until(Duration::from_secs(30), || {
-        let len: i64 = redis::cmd("XLEN")
-            .arg(env.stream())
-            .query(&mut env.redis())
-            .unwrap();
-        len == 0
+        env.xlen(&env.stream()) == 0
     }));
     assert_eq!(env.scalar::<i64>(device_rows), 87);
     assert_eq!(env.scalar::<i64>("SELECT count(*) FROM samples"), 87);
@@ -668,12 +625,7 @@ fn a_batch_queued_twice_is_written_once_by_the_worker() {
             .unwrap();
     }
     let _worker = Central::start(&cfg, "store");
-    let stream_len = || -> i64 {
-        redis::cmd("XLEN")
-            .arg(env.stream())
-            .query(&mut env.redis())
-            .unwrap()
-    };
+    let stream_len = || env.xlen(&env.stream());
     assert!(
         wait_until(Duration::from_secs(60), || stream_len() == 0),
         "the worker never consumed both entries"
@@ -687,10 +639,7 @@ fn a_batch_queued_twice_is_written_once_by_the_worker() {
         distinct_keys(&entries)
     );
     assert_eq!(env.scalar::<i64>("SELECT count(*) FROM wifi_neighbors"), 10);
-    let dead: i64 = redis::cmd("XLEN")
-        .arg(env.dead_stream())
-        .query(&mut env.redis())
-        .unwrap();
+    let dead = env.xlen(&env.dead_stream());
     assert_eq!(dead, 0);
 }
 
@@ -765,39 +714,12 @@ fn an_entry_whose_workers_keep_dying_is_dead_lettered() {
     let server = Central::start(&cfg, "serve");
     let r = post_batch(server.addr(), &batch(1, fixture_entries()), TOKEN);
     assert_eq!(r.status, 200);
-    let mut r = env.redis();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(env.stream())
-        .arg("store")
-        .arg("0")
-        .query(&mut r)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("store")
-        .arg("crashed-worker")
-        .arg("COUNT")
-        .arg(10)
-        .arg("STREAMS")
-        .arg(env.stream())
-        .arg(">")
-        .query(&mut r)
-        .unwrap();
+    env.take_as_dead_worker("crashed-worker");
     let _worker = Central::start(&cfg, "store");
-    assert!(wait_until(Duration::from_secs(30), || {
-        let len: i64 = redis::cmd("XLEN")
-            .arg(env.dead_stream())
-            .query(&mut env.redis())
-            .unwrap();
-        len == 1
-    }));
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(env.dead_stream())
-        .arg("-")
-        .arg("+")
-        .query(&mut r)
-        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || env
+        .xlen(&env.dead_stream())
+        == 1));
+    let dead = env.dead_letters();
     let error: String = redis::from_redis_value(dead.ids[0].map["error"].clone()).unwrap();
     assert!(error.starts_with("reclaimed 1 times"), "{error}");
     let seq: String = redis::from_redis_value(dead.ids[0].map["seq"].clone()).unwrap();
@@ -806,8 +728,7 @@ fn an_entry_whose_workers_keep_dying_is_dead_lettered() {
         env.scalar::<i64>("SELECT count(*) FROM ingested_batches"),
         0
     );
-    let len: i64 = redis::cmd("XLEN").arg(env.stream()).query(&mut r).unwrap();
-    assert_eq!(len, 0);
+    assert_eq!(env.xlen(&env.stream()), 0);
 }
 
 #[test]

@@ -211,12 +211,7 @@ fn a_redis_flush_loses_nothing_because_the_edge_resends() {
     let central = Central::start(&cfg, "serve");
     let edge = start_edge(&env, central.addr());
     post_all_fixtures(edge.addr);
-    let stream_len = || -> i64 {
-        redis::cmd("XLEN")
-            .arg(env.stream())
-            .query(&mut env.redis())
-            .unwrap()
-    };
+    let stream_len = || env.xlen(&env.stream());
     assert!(
         wait_until(Duration::from_secs(30), || stream_len() > 0),
         "the edge never forwarded"

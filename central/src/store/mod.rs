@@ -248,25 +248,14 @@ impl Worker {
     /// (it never reaches [`Worker::fail`]) is thus dead-lettered after
     /// `max_attempts` reclaims instead of taking workers down forever.
     async fn count_reclaims(&mut self, items: Vec<Item>) -> Result<Vec<Item>, Failure> {
-        let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
         let mut keep = Vec::with_capacity(items.len());
         for item in items {
-            let attempts = self
-                .queue
-                .record_failure(&item.id)
-                .await
-                .map_err(unavailable)?;
-            if attempts >= self.cfg.store.max_attempts {
-                let why = format!(
-                    "reclaimed {attempts} times: the workers that took it stopped before committing it"
-                );
-                warn!(id = %item.id, attempts, "moving entry to the dead-letter stream: {why}");
-                self.queue
-                    .dead_letter(&item, &why)
-                    .await
-                    .map_err(unavailable)?;
-                self.metrics.add(&self.metrics.store_dead_lettered, 1);
-            } else {
+            let why = |n: u32| {
+                format!(
+                    "reclaimed {n} times: the workers that took it stopped before committing it"
+                )
+            };
+            if self.count_attempt(&item, why).await?.is_some() {
                 keep.push(item);
             }
         }
@@ -275,25 +264,39 @@ impl Worker {
 
     /// Counts a failed attempt at `item`; dead-letters it after `max_attempts`.
     async fn fail(&mut self, item: &Item, why: &str) -> Result<(), Failure> {
+        if let Some(attempts) = self.count_attempt(item, |_| why.to_string()).await? {
+            warn!(id = %item.id, attempts, error = %why, "entry failed; will retry");
+            // Spread retries of a failing entry out a little.
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempts))).await;
+        }
+        Ok(())
+    }
+
+    /// Records one attempt at `item`; at `max_attempts` moves it to the
+    /// dead-letter stream with `reason(attempts)` and returns `None`, else the
+    /// attempts so far.
+    async fn count_attempt(
+        &mut self,
+        item: &Item,
+        reason: impl Fn(u32) -> String,
+    ) -> Result<Option<u32>, Failure> {
         let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
         let attempts = self
             .queue
             .record_failure(&item.id)
             .await
             .map_err(unavailable)?;
-        if attempts >= self.cfg.store.max_attempts {
-            warn!(id = %item.id, attempts, error = %why, "moving entry to the dead-letter stream");
-            self.queue
-                .dead_letter(item, why)
-                .await
-                .map_err(unavailable)?;
-            self.metrics.add(&self.metrics.store_dead_lettered, 1);
-        } else {
-            warn!(id = %item.id, attempts, error = %why, "entry failed; will retry");
-            // Spread retries of a failing entry out a little.
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempts))).await;
+        if attempts < self.cfg.store.max_attempts {
+            return Ok(Some(attempts));
         }
-        Ok(())
+        let reason = reason(attempts);
+        warn!(id = %item.id, attempts, error = %reason, "moving entry to the dead-letter stream");
+        self.queue
+            .dead_letter(item, &reason)
+            .await
+            .map_err(unavailable)?;
+        self.metrics.add(&self.metrics.store_dead_lettered, 1);
+        Ok(None)
     }
 }
 

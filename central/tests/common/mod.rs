@@ -132,6 +132,49 @@ max_backoff_ms = 500
             .get_connection()
             .unwrap()
     }
+
+    /// Entries in `stream`.
+    pub fn xlen(&self, stream: &str) -> i64 {
+        redis::cmd("XLEN")
+            .arg(stream)
+            .query(&mut self.redis())
+            .unwrap()
+    }
+
+    /// A worker takes every queued entry in the `store` group, then dies
+    /// before writing anything: the entries stay pending under its name.
+    pub fn take_as_dead_worker(&self, consumer: &str) {
+        let mut r = self.redis();
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream())
+            .arg("store")
+            .arg("0")
+            .query(&mut r)
+            .unwrap();
+        let taken: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("store")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(self.stream())
+            .arg(">")
+            .query(&mut r)
+            .unwrap();
+        assert!(!matches!(taken, redis::Value::Nil), "nothing was queued");
+    }
+
+    /// The dead-letter stream's entries.
+    pub fn dead_letters(&self) -> redis::streams::StreamRangeReply {
+        redis::cmd("XRANGE")
+            .arg(self.dead_stream())
+            .arg("-")
+            .arg("+")
+            .query(&mut self.redis())
+            .unwrap()
+    }
 }
 
 impl Drop for Env {
