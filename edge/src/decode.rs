@@ -2,11 +2,12 @@
 //! exactly what bulkflow makes of what a CPE sends.
 //!
 //! Output contract (tooling depends on it): one JSON object per parameter, in
-//! body order, `{"report":N,"time":T,"time_source":S,"path":P,"value":V}` with T
+//! body order, `{"report": N, "time": T, "time_source": S, "path": P, "value": V}` with T
 //! in Unix seconds (a fraction only when the time has milliseconds). Exit 0 on
 //! success; on undecodable input `error: <reason>` on stderr and exit 2.
 
 use bulkflow_shared::report::{self, Limits, Request};
+use serde::Serialize;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,25 @@ pub fn json_time(time_ms: i64) -> serde_json::Value {
     }
 }
 
+/// One line of JSON with a space after `,` and `:` (`{"report": 0, "time": ...}`),
+/// the layout of the sample files' expected output (Python's `json.dumps`), so
+/// a CPE's decoding can be compared with them by `diff`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 /// One output line; a struct so the keys keep the documented order.
 #[derive(serde::Serialize)]
 struct Line<'a> {
@@ -113,7 +133,8 @@ fn print(decoded: &report::Decoded, out: &mut impl Write) -> io::Result<()> {
                 path: &p.path,
                 value: serde_json::Value::from(&p.value),
             };
-            serde_json::to_writer(&mut *out, &line)?;
+            let mut ser = serde_json::Serializer::with_formatter(&mut *out, Spaced);
+            line.serialize(&mut ser)?;
             out.write_all(b"\n")?;
         }
     }

@@ -78,6 +78,12 @@ fn every_expected_fixture_decodes_exactly() {
         );
         let expected =
             std::fs::read_to_string(fixtures().join(format!("{name}.expected.ndjson"))).unwrap();
+        // Byte for byte, so operators can `diff` a CPE's decoding against them.
+        assert_eq!(
+            std::str::from_utf8(&out.stdout).unwrap(),
+            expected,
+            "{name}: output differs from the expected file"
+        );
         let expected = parse_lines(&expected);
         let actual = parse_lines(std::str::from_utf8(&out.stdout).unwrap());
         assert_eq!(actual.len(), expected.len(), "{name}: parameter count");
@@ -121,7 +127,7 @@ fn output_keys_follow_the_documented_order() {
     let out = decode("nvp-no-timestamp-date-header", &[]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "{\"report\":0,\"time\":1733299200,\"time_source\":\"date\",\"path\":\"Device.DeviceInfo.UpTime\",\"value\":300}\n"
+        "{\"report\": 0, \"time\": 1733299200, \"time_source\": \"date\", \"path\": \"Device.DeviceInfo.UpTime\", \"value\": 300}\n"
     );
 }
 
