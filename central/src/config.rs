@@ -257,6 +257,31 @@ impl Config {
     }
 
     /// The effective settings as TOML, secrets masked (tokens, passwords).
+    /// Settings that are valid but probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.edges.is_empty() {
+            w.push(
+                "no [[edges]]: every edge batch will be refused (401); only direct CPE reports are taken"
+                    .to_string(),
+            );
+        }
+        for e in &self.edges {
+            if bulkflow_shared::config::is_placeholder(&e.token) {
+                w.push(format!(
+                    "[[edges]] {:?}: token is still the example's placeholder",
+                    e.id
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for f in tls.missing() {
+                w.push(format!("[tls] file {} does not exist (yet)", f.display()));
+            }
+        }
+        w
+    }
+
     pub fn effective(&self) -> String {
         let mut shown = self.clone();
         let mask = |s: &mut String| {
@@ -575,6 +600,30 @@ mod tests {
         assert_eq!(c.postgres.url, "host=db user=x");
         assert_eq!(c.redis.group, "bulkflow-store");
         assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn warnings_name_no_edges_placeholders_and_missing_tls_files() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "no [[edges]]: every edge batch will be refused (401); only direct CPE reports are taken"
+            ]
+        );
+        let c: Config = toml::from_str(
+            "[[edges]]\nid = \"a\"\ntoken = \"change-me-to-a-long-random-token\"\n\
+             [tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "[[edges]] \"a\": token is still the example's placeholder",
+                "[tls] file /nonexistent/c.pem does not exist (yet)",
+                "[tls] file /nonexistent/k.pem does not exist (yet)",
+            ]
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::CheckConfig => {
                 println!("# configuration is valid; effective settings (secrets masked):");
+                for w in cfg.warnings() {
+                    println!("# warning: {w}");
+                }
                 print!("{}", cfg.effective());
                 Ok(())
             }

@@ -267,6 +267,19 @@ impl Config {
                     .to_string(),
             );
         }
+        if self
+            .forward
+            .token
+            .as_deref()
+            .is_some_and(bulkflow_shared::config::is_placeholder)
+        {
+            w.push("[forward] token is still the example's placeholder".to_string());
+        }
+        if let Some(tls) = &self.tls {
+            for f in tls.missing() {
+                w.push(format!("[tls] file {} does not exist (yet)", f.display()));
+            }
+        }
         if self.outbox.path.is_relative() {
             w.push(format!(
                 "[outbox] path {:?} is relative to the directory the edge is started in",

@@ -111,6 +111,25 @@ pub fn apply_env_overrides(
     Ok(())
 }
 
+impl TlsFiles {
+    /// The configured files that do not exist (or cannot be seen) now, for
+    /// `check-config` warnings: the service would fail to start with them.
+    pub fn missing(&self) -> Vec<&std::path::Path> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .filter(|p| !p.exists())
+            .collect()
+    }
+}
+
+/// Whether a secret still holds an example config's placeholder.
+pub fn is_placeholder(secret: &str) -> bool {
+    let s = secret.to_ascii_lowercase();
+    s.contains("change-me") || s.contains("changeme")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
