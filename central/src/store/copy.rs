@@ -63,7 +63,7 @@ impl Writer {
             .batch_execute(
                 "CREATE TEMP TABLE IF NOT EXISTS stage_samples (
                      time timestamptz, device_id int4, parameter_id int4,
-                     value_num text, value_text text
+                     value_num numeric, value_text text
                  ) ON COMMIT DELETE ROWS",
             )
             .await?;
@@ -273,21 +273,9 @@ async fn upsert_devices(
 
 /// `(value_num, value_text)` of a parameter value: numbers and booleans as
 /// numbers, text exactly as sent plus its number when it reads as one.
-pub fn sample_columns(v: &Value) -> (Option<String>, Option<String>) {
-    match v {
-        Value::Null => (None, None),
-        Value::Bool(b) => (Some(if *b { "1" } else { "0" }.into()), Some(b.to_string())),
-        Value::Int(i) => (Some(i.to_string()), None),
-        Value::UInt(u) => (Some(u.to_string()), None),
-        Value::Float(f) if f.is_finite() => (Some(format!("{f:e}")), None),
-        Value::Float(f) => (None, Some(f.to_string())),
-        Value::Text(s) => (numeric_text(s), Some(s.clone())),
-    }
-}
-
-/// [`sample_columns`] for the binary COPY: the same values, with `value_num`
-/// already in numeric's binary form and `value_text` borrowed.
-pub fn sample_columns_binary(v: &Value) -> (SampleNum, Option<Cow<'_, str>>) {
+/// `value_num` is already in numeric's binary form and the text is borrowed:
+/// no allocation for the usual parameter.
+pub fn sample_columns(v: &Value) -> (SampleNum, Option<Cow<'_, str>>) {
     match v {
         Value::Null => (SampleNum::Null, None),
         Value::Bool(b) => (
@@ -309,12 +297,8 @@ pub fn sample_columns_binary(v: &Value) -> (SampleNum, Option<Cow<'_, str>>) {
     }
 }
 
-/// `s` trimmed, when it is a decimal number PostgreSQL's numeric accepts
+/// Whether `s`, trimmed, is a decimal number PostgreSQL's numeric accepts
 /// (sign, digits, one point, exponent; no NaN or Infinity).
-fn numeric_text(s: &str) -> Option<String> {
-    is_numeric_text(s).then(|| s.trim().to_owned())
-}
-
 fn is_numeric_text(s: &str) -> bool {
     let t = s.trim();
     if t.is_empty() || t.len() > 64 {
@@ -354,7 +338,6 @@ async fn copy_samples(
     let copied = copy_rows(
         &direct,
         "COPY samples (time, device_id, parameter_id, value_num, value_text) FROM STDIN BINARY",
-        Type::NUMERIC,
         entries,
         devices,
         params,
@@ -371,7 +354,6 @@ async fn copy_samples(
     copy_rows(
         tx,
         "COPY stage_samples (time, device_id, parameter_id, value_num, value_text) FROM STDIN BINARY",
-        Type::TEXT,
         entries,
         devices,
         params,
@@ -379,19 +361,18 @@ async fn copy_samples(
     .await?;
     tx.execute(
         "INSERT INTO samples (time, device_id, parameter_id, value_num, value_text)
-         SELECT time, device_id, parameter_id, value_num::numeric, value_text FROM stage_samples
+         SELECT time, device_id, parameter_id, value_num, value_text FROM stage_samples
          ON CONFLICT DO NOTHING",
         &[],
     )
     .await
 }
 
-/// Binary COPY of every parameter row; `value_num` goes as NUMERIC or as TEXT
-/// (the staging table, cast on insert). Returns the rows copied.
+/// Binary COPY of every parameter row into `samples` or the staging table
+/// (same columns). Returns the rows copied.
 async fn copy_rows(
     tx: &Transaction<'_>,
     statement: &str,
-    num_type: Type,
     entries: &[(&str, &Entry)],
     devices: &HashMap<String, i32>,
     params: &HashMap<String, i32>,
@@ -403,7 +384,7 @@ async fn copy_rows(
             Type::TIMESTAMPTZ,
             Type::INT4,
             Type::INT4,
-            num_type.clone(),
+            Type::NUMERIC,
             Type::TEXT,
         ],
     );
@@ -417,21 +398,11 @@ async fn copy_rows(
             let Some(&param) = params.get(&p.path) else {
                 continue;
             };
-            if num_type == Type::NUMERIC {
-                // Borrowed text, integers encoded in place: no allocation
-                // for the usual parameter.
-                let (num, text) = sample_columns_binary(&p.value);
-                writer
-                    .as_mut()
-                    .write(&[&time, &device, &param, &num, &text])
-                    .await?;
-            } else {
-                let (num, text) = sample_columns(&p.value);
-                writer
-                    .as_mut()
-                    .write(&[&time, &device, &param, &num, &text])
-                    .await?;
-            }
+            let (num, text) = sample_columns(&p.value);
+            writer
+                .as_mut()
+                .write(&[&time, &device, &param, &num, &text])
+                .await?;
         }
     }
     writer.finish().await
@@ -727,86 +698,89 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// `value_num` as the bytes PostgreSQL receives.
+    fn encoded(n: &SampleNum) -> Option<Vec<u8>> {
+        let mut out = bytes::BytesMut::new();
+        match n.to_sql(&Type::NUMERIC, &mut out).unwrap() {
+            tokio_postgres::types::IsNull::Yes => None,
+            tokio_postgres::types::IsNull::No => Some(out.to_vec()),
+        }
+    }
+
+    /// The columns of `v`, `value_num` as the numeric that `decimal` encodes.
+    fn columns(v: &Value) -> (Option<Vec<u8>>, Option<String>) {
+        let (num, text) = sample_columns(v);
+        (encoded(&num), text.map(Cow::into_owned))
+    }
+
+    fn num(decimal: &str) -> Option<Vec<u8>> {
+        super::super::numeric::Numeric::parse(decimal).and_then(|n| encoded(&SampleNum::Decimal(n)))
+    }
+
     #[test]
-    fn binary_sample_columns_agree_with_the_text_ones() {
-        use super::super::numeric::Numeric;
-        for v in [
-            Value::UInt(u64::MAX),
-            Value::Int(i64::MIN),
-            Value::Int(0),
-            Value::Bool(true),
-            Value::Bool(false),
-            Value::Float(1.5),
-            Value::Float(-0.000125),
-            Value::Float(f64::NAN),
-            Value::Text(" 86213 ".into()),
-            Value::Text("-12.50".into()),
-            Value::Text("1e3".into()),
-            Value::Text("00042".into()),
-            Value::Text("  ".into()),
-            Value::Text("NaN".into()),
-            Value::Text("Cafe;2nd".into()),
-            Value::Null,
+    fn sample_columns_encode_numbers_as_their_decimal_text() {
+        for (v, decimal, text) in [
+            (Value::UInt(u64::MAX), Some("18446744073709551615"), None),
+            (Value::Int(i64::MIN), Some("-9223372036854775808"), None),
+            (Value::Int(0), Some("0"), None),
+            (Value::Bool(true), Some("1"), Some("true")),
+            (Value::Bool(false), Some("0"), Some("false")),
+            (Value::Float(1.5), Some("1.5e0"), None),
+            (Value::Float(-0.000125), Some("-1.25e-4"), None),
+            (Value::Float(f64::NAN), None, Some("NaN")),
+            (
+                Value::Text(" 86213 ".into()),
+                Some("86213"),
+                Some(" 86213 "),
+            ),
+            (Value::Text("-12.50".into()), Some("-12.50"), Some("-12.50")),
+            (Value::Text("1e3".into()), Some("1e3"), Some("1e3")),
+            (Value::Text("00042".into()), Some("00042"), Some("00042")),
+            (Value::Text("  ".into()), None, Some("  ")),
+            (Value::Text("NaN".into()), None, Some("NaN")),
+            (Value::Text("Cafe;2nd".into()), None, Some("Cafe;2nd")),
+            (Value::Null, None, None),
         ] {
-            let (num, text) = sample_columns(&v);
-            let (fast_num, fast_text) = sample_columns_binary(&v);
-            let want = num.as_deref().and_then(Numeric::parse);
-            let got = match &fast_num {
-                SampleNum::Null => None,
-                n => {
-                    let mut out = bytes::BytesMut::new();
-                    n.to_sql(&Type::NUMERIC, &mut out).unwrap();
-                    Some(out.to_vec())
-                }
-            };
-            let want = want.map(|n| {
-                let mut out = bytes::BytesMut::new();
-                n.to_sql(&Type::NUMERIC, &mut out).unwrap();
-                out.to_vec()
-            });
-            assert_eq!(got, want, "{v:?}");
-            assert_eq!(fast_text.as_deref(), text.as_deref(), "{v:?}");
+            assert_eq!(
+                columns(&v),
+                (decimal.and_then(num), text.map(String::from)),
+                "{v:?}"
+            );
         }
     }
 
     #[test]
     fn sample_columns_keep_text_exact_and_numbers_numeric() {
         assert_eq!(
-            sample_columns(&Value::UInt(u64::MAX)),
-            (Some("18446744073709551615".into()), None)
+            columns(&Value::UInt(u64::MAX)),
+            (num("18446744073709551615"), None)
+        );
+        assert_eq!(columns(&Value::Bool(true)), (num("1"), Some("true".into())));
+        assert_eq!(columns(&Value::Float(1.5)), (num("1.5e0"), None));
+        assert_eq!(
+            columns(&Value::Text(" 86213 ".into())),
+            (num("86213"), Some(" 86213 ".into()))
         );
         assert_eq!(
-            sample_columns(&Value::Bool(true)),
-            (Some("1".into()), Some("true".into()))
-        );
-        assert_eq!(
-            sample_columns(&Value::Float(1.5)),
-            (Some("1.5e0".into()), None)
-        );
-        assert_eq!(
-            sample_columns(&Value::Text(" 86213 ".into())),
-            (Some("86213".into()), Some(" 86213 ".into()))
-        );
-        assert_eq!(
-            sample_columns(&Value::Text("  ".into())),
+            columns(&Value::Text("  ".into())),
             (None, Some("  ".into()))
         );
         assert_eq!(
-            sample_columns(&Value::Text("NaN".into())),
+            columns(&Value::Text("NaN".into())),
             (None, Some("NaN".into()))
         );
-        assert_eq!(sample_columns(&Value::Null), (None, None));
+        assert_eq!(columns(&Value::Null), (None, None));
     }
 
     #[test]
     fn numeric_text_accepts_decimals_only() {
         for ok in ["0", "-5", "+7", "1.5", ".5", "5.", "1e9", "-2.5E-3"] {
-            assert!(numeric_text(ok).is_some(), "{ok}");
+            assert!(is_numeric_text(ok), "{ok}");
         }
         for bad in [
             "", ".", "e5", "1e", "1.2.3", "0x10", "Infinity", "12abc", "1e999999",
         ] {
-            assert!(numeric_text(bad).is_none(), "{bad}");
+            assert!(!is_numeric_text(bad), "{bad}");
         }
     }
 }

@@ -82,10 +82,26 @@ struct Worker {
     group_ready: bool,
 }
 
-/// Why a round stopped early.
+/// Why a round stopped early: Redis or PostgreSQL unreachable. Either way
+/// the worker backs off and retries the same entries.
 enum Failure {
-    /// Redis or PostgreSQL unreachable: back off, retry the same entries.
-    Unavailable(String),
+    Redis(redis::RedisError),
+    Postgres(String),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        Failure::Redis(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Redis(e) => write!(f, "Redis: {e}"),
+            Failure::Postgres(e) => write!(f, "PostgreSQL: {e}"),
+        }
+    }
 }
 
 impl Worker {
@@ -94,7 +110,7 @@ impl Worker {
     async fn round(&mut self) {
         match self.try_round().await {
             Ok(()) => self.backoff.reset(),
-            Err(Failure::Unavailable(why)) => {
+            Err(why) => {
                 let wait = self.backoff.next(self.cfg.store.max_backoff_ms);
                 warn!(%why, wait_ms = wait.as_millis() as u64, "storage unavailable; retrying");
                 tokio::time::sleep(wait).await;
@@ -104,29 +120,22 @@ impl Worker {
 
     async fn try_round(&mut self) -> Result<(), Failure> {
         let result = self.read_and_process().await;
-        if let Err(Failure::Unavailable(why)) = &result {
+        if let Err(Failure::Redis(_)) = &result {
             // A Redis that restarted without persistence (or was flushed) has
             // lost the consumer group: XREADGROUP then answers NOGROUP until
             // the group is created again, so any Redis failure re-checks it.
-            if why.starts_with("Redis") {
-                self.group_ready = false;
-            }
+            self.group_ready = false;
         }
         result
     }
 
     async fn read_and_process(&mut self) -> Result<(), Failure> {
-        let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
         if !self.group_ready {
-            self.queue.ensure_group().await.map_err(unavailable)?;
+            self.queue.ensure_group().await?;
             self.group_ready = true;
         }
         let count = self.cfg.store.read_count;
-        let mut items = self
-            .queue
-            .read_pending(&self.consumer, count)
-            .await
-            .map_err(unavailable)?;
+        let mut items = self.queue.read_pending(&self.consumer, count).await?;
         let reclaim_every = Duration::from_millis(self.cfg.store.reclaim_idle_ms / 2)
             .max(Duration::from_millis(100));
         if items.is_empty()
@@ -136,11 +145,7 @@ impl Worker {
         {
             self.last_reclaim = Some(Instant::now());
             let idle = Duration::from_millis(self.cfg.store.reclaim_idle_ms);
-            items = self
-                .queue
-                .reclaim(&self.consumer, idle, count)
-                .await
-                .map_err(unavailable)?;
+            items = self.queue.reclaim(&self.consumer, idle, count).await?;
             if !items.is_empty() {
                 info!(
                     entries = items.len(),
@@ -152,11 +157,7 @@ impl Worker {
             }
         }
         if items.is_empty() {
-            items = self
-                .queue
-                .read_new(&self.consumer, count)
-                .await
-                .map_err(unavailable)?;
+            items = self.queue.read_new(&self.consumer, count).await?;
         }
         if items.is_empty() {
             return Ok(());
@@ -171,7 +172,7 @@ impl Worker {
         if self.writer.is_none() {
             let mut w = Writer::connect(&self.cfg.postgres.url)
                 .await
-                .map_err(|e| Failure::Unavailable(format!("PostgreSQL: {e}")))?;
+                .map_err(|e| Failure::Postgres(e.to_string()))?;
             w.set_names_refresh(Duration::from_secs(
                 self.cfg.store.names_refresh_secs.max(1),
             ));
@@ -179,7 +180,7 @@ impl Worker {
         }
         self.writer
             .as_mut()
-            .ok_or_else(|| Failure::Unavailable("PostgreSQL: no connection".into()))
+            .ok_or_else(|| Failure::Postgres("no connection".into()))
     }
 
     async fn process(&mut self, items: Vec<Item>) -> Result<(), Failure> {
@@ -227,7 +228,7 @@ impl Worker {
             }
             Err(e) if copy::is_transient(&e) => {
                 self.writer = None;
-                Err(Failure::Unavailable(format!("PostgreSQL: {e}")))
+                Err(Failure::Postgres(e.to_string()))
             }
             Err(e) => Ok(Err(format!("PostgreSQL refused the batch: {e}"))),
         }
@@ -237,10 +238,7 @@ impl Worker {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
         // Committed but not acknowledged (Redis gone now) is safe: the entries
         // come back and their batch ids are already recorded.
-        self.queue
-            .ack(&ids)
-            .await
-            .map_err(|e| Failure::Unavailable(format!("Redis: {e}")))
+        self.queue.ack(&ids).await.map_err(Failure::Redis)
     }
 
     /// Counts each reclaimed entry as a failed attempt: its worker died or hung
@@ -280,21 +278,13 @@ impl Worker {
         item: &Item,
         reason: impl Fn(u32) -> String,
     ) -> Result<Option<u32>, Failure> {
-        let unavailable = |e: redis::RedisError| Failure::Unavailable(format!("Redis: {e}"));
-        let attempts = self
-            .queue
-            .record_failure(&item.id)
-            .await
-            .map_err(unavailable)?;
+        let attempts = self.queue.record_failure(&item.id).await?;
         if attempts < self.cfg.store.max_attempts {
             return Ok(Some(attempts));
         }
         let reason = reason(attempts);
         warn!(id = %item.id, attempts, error = %reason, "moving entry to the dead-letter stream");
-        self.queue
-            .dead_letter(item, &reason)
-            .await
-            .map_err(unavailable)?;
+        self.queue.dead_letter(item, &reason).await?;
         self.metrics.add(&self.metrics.store_dead_lettered, 1);
         Ok(None)
     }

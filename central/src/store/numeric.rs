@@ -2,8 +2,9 @@
 //! into `samples.value_num` by binary COPY without a text cast.
 //!
 //! The form: digit count, weight (power of 10000 of the first digit), sign,
-//! display scale, then base-10000 digits. Built from the decimal text the
-//! store already has (`sample_columns`), which keeps 64-bit counters exact.
+//! display scale, then base-10000 digits. Integers are encoded directly,
+//! other decimals from their text (`copy::sample_columns` decides which);
+//! 64-bit counters stay exact.
 
 use bytes::BufMut;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
