@@ -164,6 +164,22 @@ fn fixture_batch_lands_in_every_table_exactly_once() {
         env.scalar("SELECT count(*) FROM radio_stats WHERE band = '5GHz' AND channel = 44");
     assert!(radios >= 1);
 
+    // Every typed table got rows; a resend must add none to any of them.
+    let typed_counts = |env: &Env| -> Vec<i64> {
+        [
+            "device_stats",
+            "interface_stats",
+            "radio_stats",
+            "wifi_neighbors",
+            "wifi_clients",
+        ]
+        .iter()
+        .map(|t| env.scalar::<i64>(&format!("SELECT count(*) FROM {t}")))
+        .collect()
+    };
+    let typed_before = typed_counts(&env);
+    assert!(typed_before.iter().all(|&n| n > 0), "{typed_before:?}");
+
     // The same batch again: acknowledged as committed, stored once.
     let r = post_batch(central.addr(), &batch(1, entries.clone()), TOKEN);
     assert_eq!(r.status, 200);
@@ -181,6 +197,7 @@ fn fixture_batch_lands_in_every_table_exactly_once() {
         2
     );
     assert_eq!(env.scalar::<i64>("SELECT count(*) FROM wifi_neighbors"), 10);
+    assert_eq!(typed_counts(&env), typed_before);
 }
 
 #[test]

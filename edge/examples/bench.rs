@@ -1,16 +1,20 @@
-//! Edge benchmark: durable reports/s and latency of the 200 at 1-64
-//! concurrent clients with `synchronous = full` and `normal`, peak RSS idle
-//! and under load, and bytes on the wire per report for the sample fixtures.
+//! Edge benchmark: reports/s and parameters/s durably accepted, latency of
+//! the 200, peak RSS and edge CPU per 1,000 reports, for 1 to 1,000 CPEs
+//! posting at once, with `synchronous = full` and `normal`, 100- and
+//! 2,000-parameter reports, JSON and CSV, gzip on and off; each figure the
+//! median of several runs on a fresh edge. Then bytes on the wire per report
+//! for the sample fixtures.
 //!
 //! ```sh
-//! cargo build --release -p bulkflow-edge
-//! cargo run --release -p bulkflow-edge --example bench -- target/release/bulkflow-edge
+//! cargo build --release -p bulkflow-edge --bin bulkflow-edge --example bench
+//! target/release/examples/bench target/release/bulkflow-edge [--runs 3] [--json FILE] [--quick]
 //! ```
 //!
-//! Each client sends 100-parameter JSON NameValuePair reports, one connection
-//! per request (as CPEs do). Forwarding is parked (central unreachable, long
-//! batch age) so the numbers are the ingest path alone: decode, compress,
-//! group commit in SQLite, answer.
+//! Every CPE is a thread with its own serial number that sends its reports
+//! one after another, one connection per request (as CPEs do); all start
+//! together. Forwarding is parked (central unreachable, long batch age) so
+//! the numbers are the ingest path alone: decode, compress, group commit in
+//! SQLite, answer. `--quick` runs one row per body kind (CI smoke test).
 
 use bulkflow_shared::identity::{DeviceIdentity, IdentitySource};
 use bulkflow_shared::report::{self, Limits, Request};
@@ -19,39 +23,85 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-fn body(id: u64) -> Vec<u8> {
-    let mut s = format!("{{\"Report\":[{{\"CollectionTime\":{}", 1_733_246_400 + id);
-    for i in 0..99 {
-        s.push_str(&format!(
-            ",\"Device.IP.Interface.{}.Stats.Counter{}\":{}",
-            i % 8,
-            i,
-            id * 7919 + i * 104_729
-        ));
-    }
-    s.push_str("}]}");
-    s.into_bytes()
+#[path = "../../shared/benches/support/reports.rs"]
+mod reports;
+
+/// One kind of request body.
+#[derive(Clone, Copy)]
+struct Kind {
+    /// `json-nvp`, `json-oh`, `csv-per-row` or `csv-per-column`.
+    format: &'static str,
+    large: bool,
+    gzip: bool,
 }
 
-fn post(addr: SocketAddr, target: &str, body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).expect("connect");
+impl Kind {
+    fn label(&self) -> String {
+        format!("{}{}", self.format, if self.gzip { " + gzip" } else { "" })
+    }
+    fn params(&self) -> usize {
+        self.body(0).1
+    }
+    /// Report `n`'s body (values and time differ per report) and its
+    /// parameter count.
+    fn body(&self, n: u64) -> (Vec<u8>, usize) {
+        let shape = if self.large {
+            reports::Shape::LARGE
+        } else {
+            reports::Shape::SMALL
+        };
+        let params = reports::report_params(&shape, 0x5eed + n);
+        let time = reports::COLLECTION_TIME + n as i64 * 60;
+        let text = match self.format {
+            "json-oh" => reports::encode_oh(&params, time),
+            "csv-per-row" => reports::encode_per_row(&params, time),
+            "csv-per-column" => reports::encode_per_column(&params, time),
+            _ => reports::encode_nvp(&params, time),
+        };
+        let body = if self.gzip {
+            reports::gzip(text.as_bytes())
+        } else {
+            text.into_bytes()
+        };
+        (body, params.len())
+    }
+    fn headers(&self) -> String {
+        let (ct, rf) = match self.format {
+            "json-oh" => ("application/json", "ObjectHierarchy"),
+            "csv-per-row" => ("text/csv; header=present", "ParameterPerRow"),
+            "csv-per-column" => ("text/csv; header=present", "ParameterPerColumn"),
+            _ => ("application/json", "NameValuePair"),
+        };
+        let ce = if self.gzip {
+            "Content-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        format!("Content-Type: {ct}\r\nBBF-Report-Format: {rf}\r\n{ce}")
+    }
+}
+
+/// POSTs one report; the status code, or the I/O error's text.
+fn post(addr: SocketAddr, target: &str, headers: &str, body: &[u8]) -> Result<u16, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let head = format!(
-        "POST {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         BBF-Report-Format: NameValuePair\r\nContent-Length: {}\r\n\r\n",
+        "POST {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .ok_or_else(|| format!("no status line: {line:?}"))
 }
-
 fn status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -96,7 +146,7 @@ fn start(exe: &Path, sync: &str) -> Edge {
         &config,
         format!(
             "edge_id = \"bench\"\nlisten = \"127.0.0.1:0\"\ncentral_url = \"http://127.0.0.1:9\"\n\
-             [outbox]\npath = \"{}\"\nsynchronous = \"{sync}\"\n[forward]\nbatch_max_age_ms = 3600000\n",
+             [outbox]\npath = \"{}\"\nsynchronous = \"{sync}\"\n[ingest]\nmax_connections = 1024\n[forward]\nbatch_max_age_ms = 3600000\n",
             dir.path().join("outbox.db").display()
         ),
     )
@@ -127,53 +177,153 @@ fn start(exe: &Path, sync: &str) -> Edge {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn load(exe: &Path, sync: &str, clients: usize, total: usize) {
-    let edge = start(exe, sync);
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// One run's figures.
+struct Run {
+    reports: usize,
+    failed: usize,
+    reports_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    idle_rss_mib: f64,
+    peak_rss_mib: f64,
+    cpu_s_per_1000: f64,
+}
+
+/// One row of the table: a body kind, a durability setting and a number of
+/// CPEs posting at once.
+struct Scenario {
+    kind: Kind,
+    sync: &'static str,
+    cpes: usize,
+    /// Reports in all per run.
+    total: usize,
+}
+
+fn load(exe: &Path, sc: &Scenario, bodies: &Arc<Vec<Vec<u8>>>) -> Run {
+    let edge = start(exe, sc.sync);
     std::thread::sleep(Duration::from_millis(200));
-    let idle_kb = status_kb(edge.child.id(), "VmHWM:");
-    let bodies: Vec<Vec<u8>> = (0..64).map(body).collect();
-    let per_client = total / clients;
+    let idle_kb = status_kb(edge.child.id(), "VmRSS:");
+    let per_cpe = (sc.total / sc.cpes).max(1);
     let addr = edge.addr;
-    let cpu_before = cpu_secs(edge.child.id());
-    let start_t = Instant::now();
-    let handles: Vec<_> = (0..clients)
+    let headers = Arc::new(sc.kind.headers());
+    let go = Arc::new(Barrier::new(sc.cpes + 1));
+    let handles: Vec<_> = (0..sc.cpes)
         .map(|c| {
-            let bodies = bodies.clone();
-            std::thread::spawn(move || {
-                let mut lat = Vec::with_capacity(per_client);
-                let target = format!("/bulkdata?oui=0A1B2C&pc=Bench&sn=SN{c:04}");
-                for k in 0..per_client {
-                    let t = Instant::now();
-                    let status = post(addr, &target, &bodies[k % bodies.len()]);
-                    assert_eq!(status, 200);
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
+            let (bodies, headers, go) = (bodies.clone(), headers.clone(), go.clone());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let target = format!("/bulkdata?oui=0A1B2C&pc=Bench&sn=SN{c:04}");
+                    let mut lat = Vec::with_capacity(per_cpe);
+                    let mut failed = 0;
+                    go.wait();
+                    for k in 0..per_cpe {
+                        let t = Instant::now();
+                        let body = &bodies[(c + k) % bodies.len()];
+                        match post(addr, &target, &headers, body) {
+                            Ok(200) => lat.push(t.elapsed()),
+                            Ok(_) | Err(_) => failed += 1,
+                        }
+                    }
+                    (lat, failed)
+                })
+                .expect("spawn a CPE thread")
         })
         .collect();
-    let mut lat: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    go.wait();
+    let cpu_before = cpu_secs(edge.child.id());
+    let start_t = Instant::now();
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        let (l, f) = h.join().expect("CPE thread");
+        lat.extend(l);
+        failed += f;
+    }
     let elapsed = start_t.elapsed().as_secs_f64();
     lat.sort();
     let peak_kb = status_kb(edge.child.id(), "VmHWM:");
     let cpu = cpu_secs(edge.child.id()) - cpu_before;
-    println!(
-        "| {sync} | {clients} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} |",
-        lat.len(),
-        lat.len() as f64 / elapsed,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        idle_kb as f64 / 1024.0,
-        peak_kb as f64 / 1024.0,
-        cpu * 1000.0 / lat.len() as f64
-    );
+    Run {
+        reports: lat.len(),
+        failed,
+        reports_per_s: lat.len() as f64 / elapsed,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        idle_rss_mib: idle_kb as f64 / 1024.0,
+        peak_rss_mib: peak_kb as f64 / 1024.0,
+        cpu_s_per_1000: cpu * 1000.0 / lat.len().max(1) as f64,
+    }
+}
+
+fn scenarios(quick: bool, small_total: usize) -> Vec<Scenario> {
+    let kind = |format, large, gzip| Kind {
+        format,
+        large,
+        gzip,
+    };
+    let nvp = kind("json-nvp", false, false);
+    // 2,000-parameter reports are ~20x the work: fewer of them per run.
+    let large_total = (small_total / 8).max(64);
+    let mut out = Vec::new();
+    if quick {
+        for k in [nvp, kind("csv-per-row", true, true)] {
+            let total = if k.large { 64 } else { 256 };
+            out.push(Scenario {
+                kind: k,
+                sync: "full",
+                cpes: 4,
+                total,
+            });
+        }
+        return out;
+    }
+    for (sync, cpes) in [
+        ("full", &[1, 4, 16, 64, 256, 1000][..]),
+        ("normal", &[1, 4, 16, 64, 1000][..]),
+    ] {
+        for &cpes in cpes {
+            out.push(Scenario {
+                kind: nvp,
+                sync,
+                cpes,
+                total: small_total,
+            });
+        }
+    }
+    let variants = [
+        kind("json-nvp", false, true),
+        kind("json-oh", false, false),
+        kind("csv-per-row", false, false),
+        kind("csv-per-column", false, false),
+        kind("json-nvp", true, false),
+        kind("json-nvp", true, true),
+        kind("csv-per-row", true, false),
+        kind("csv-per-row", true, true),
+    ];
+    for sync in ["full", "normal"] {
+        for k in variants {
+            out.push(Scenario {
+                kind: k,
+                sync,
+                cpes: 16,
+                total: if k.large { large_total } else { small_total },
+            });
+        }
+    }
+    out
 }
 
 fn wire_ratio() {
@@ -260,10 +410,15 @@ fn wire_ratio() {
         );
     }
     // The benchmark's own 100-parameter reports, every value different.
-    let raw = body(1);
+    let nvp = Kind {
+        format: "json-nvp",
+        large: false,
+        gzip: false,
+    };
+    let raw = nvp.body(1).0;
     let entries: Vec<Entry> = (0..100)
         .map(|i| {
-            let b = body(i);
+            let b = nvp.body(i).0;
             let req = Request {
                 body: &b,
                 content_type: Some("application/json"),
@@ -297,22 +452,90 @@ fn wire_ratio() {
 }
 
 fn main() {
-    let exe = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/release/bulkflow-edge".into());
+    let mut args = std::env::args().skip(1);
+    let mut exe = String::from("target/release/bulkflow-edge");
+    let mut runs = 3usize;
+    let mut json_out: Option<String> = None;
+    let mut quick = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
+            "--json" => json_out = args.next(),
+            "--quick" => quick = true,
+            other => exe = other.to_string(),
+        }
+    }
     let exe = Path::new(&exe);
     let total: usize = std::env::var("BENCH_REPORTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4096);
     println!(
-        "| synchronous | clients | reports | reports/s | p50 ms | p99 ms | RSS idle MiB | peak RSS MiB | edge CPU s per 1,000 reports |"
+        "| body | params | synchronous | CPEs at once | reports/run | reports/s, median (runs) | params/s, median | p50 / p99 ms (median) | idle RSS MiB | peak RSS MiB (max) | CPU s per 1,000 reports | failed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for sync in ["full", "normal"] {
-        for clients in [1, 4, 16, 64] {
-            load(exe, sync, clients, total);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for sc in scenarios(quick, total) {
+        // Distinct bodies (values and times differ), generated before timing.
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(|n| sc.kind.body(n).0).collect());
+        let params = sc.kind.params();
+        let results: Vec<Run> = (0..runs).map(|_| load(exe, &sc, &bodies)).collect();
+        let med = |f: fn(&Run) -> f64| median(results.iter().map(f).collect());
+        let rps = med(|r| r.reports_per_s);
+        let list: Vec<String> = results
+            .iter()
+            .map(|r| format!("{:.0}", r.reports_per_s))
+            .collect();
+        let peak = results.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+        let failed: usize = results.iter().map(|r| r.failed).sum();
+        println!(
+            "| {} | {params} | {} | {} | {} | {rps:.0} ({}) | {:.0} | {:.2} / {:.2} | {:.1} | {peak:.1} | {:.2} | {failed} |",
+            sc.kind.label(),
+            sc.sync,
+            sc.cpes,
+            results[0].reports + results[0].failed,
+            list.join(" / "),
+            rps * params as f64,
+            med(|r| r.p50_ms),
+            med(|r| r.p99_ms),
+            med(|r| r.idle_rss_mib),
+            med(|r| r.cpu_s_per_1000),
+        );
+        rows.push(serde_json::json!({
+            "body": sc.kind.format,
+            "gzip": sc.kind.gzip,
+            "params": params,
+            "body_bytes": bodies[0].len(),
+            "synchronous": sc.sync,
+            "cpes": sc.cpes,
+            "reports_per_run": results[0].reports + results[0].failed,
+            "median": {
+                "reports_per_s": rps.round(),
+                "params_per_s": (rps * params as f64).round(),
+                "p50_ms": med(|r| r.p50_ms),
+                "p99_ms": med(|r| r.p99_ms),
+                "idle_rss_mib": med(|r| r.idle_rss_mib),
+                "cpu_s_per_1000_reports": med(|r| r.cpu_s_per_1000),
+            },
+            "peak_rss_mib": peak,
+            "failed": failed,
+            "runs": results.iter().map(|r| serde_json::json!({
+                "reports_per_s": r.reports_per_s.round(),
+                "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                "idle_rss_mib": r.idle_rss_mib, "peak_rss_mib": r.peak_rss_mib,
+                "cpu_s_per_1000_reports": r.cpu_s_per_1000,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(path) = json_out {
+        let doc = serde_json::json!({ "runs_per_row": runs, "rows": rows });
+        if let Err(e) = std::fs::write(&path, format!("{doc:#}\n")) {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
         }
+    }
+    if quick {
+        return;
     }
     wire_ratio();
     if let Ok(m) = std::fs::metadata(exe) {

@@ -1,16 +1,19 @@
 //! Writes decoded batches to PostgreSQL in one transaction per read.
 //!
-//! Every parameter goes through binary COPY into a temporary staging table,
-//! then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` into `samples`, so resent
-//! reports never duplicate rows. Typed rows go in with one `INSERT .. SELECT
-//! FROM unnest(..)` per table. The edge batch ids are claimed in
+//! Parameters (`samples`) and typed rows go in with one binary COPY per table,
+//! straight into the tables inside a savepoint; only a read that holds a key
+//! already stored (a resent report) is redone through per-connection staging
+//! tables and merged with `INSERT .. SELECT .. ON CONFLICT DO NOTHING`, so
+//! resent reports never duplicate rows. The edge batch ids are claimed in
 //! `ingested_batches` in the same transaction: a batch another worker already
 //! committed is skipped whole, and a concurrent worker on the same batch blocks
-//! on the key until the first commits. No statement is issued per row.
+//! on the key until the first commits. Parameter names and devices are
+//! upserted before it, in their own statements. No statement is issued per row.
 
-use super::extract::{self, Extracted};
+use super::extract;
 use super::numeric::SampleNum;
-use super::rename::{NameCache, NameMap};
+use super::rename::NameCache;
+use super::typed::{self, Target};
 use crate::queue::Origin;
 use bulkflow_shared::report::Value;
 use bulkflow_shared::wire::{Batch, Entry};
@@ -18,9 +21,8 @@ use futures_util::pin_mut;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::warn;
 
@@ -61,10 +63,14 @@ impl Writer {
         });
         client
             .batch_execute(
-                "CREATE TEMP TABLE IF NOT EXISTS stage_samples (
-                     time timestamptz, device_id int4, parameter_id int4,
-                     value_num numeric, value_text text
-                 ) ON COMMIT DELETE ROWS",
+                &typed::TABLES
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "CREATE TEMP TABLE IF NOT EXISTS stage_{t} (LIKE {t}) ON COMMIT DELETE ROWS;"
+                        )
+                    })
+                    .collect::<String>(),
             )
             .await?;
         Ok(Writer {
@@ -99,6 +105,15 @@ impl Writer {
         self.ensure_params(&batches).await?;
         self.names.refresh(&self.client).await;
 
+        // Devices are upserted in their own statement, before the data
+        // transaction: inside it, their row locks would be held until commit
+        // and concurrent workers writing the same devices would queue behind
+        // one another. Upserting a resent batch's devices again changes nothing.
+        let all: Vec<(&str, &Entry)> = batches
+            .iter()
+            .flat_map(|b| b.batch.entries.iter().map(move |e| (edge_name(b), e)))
+            .collect();
+        let devices = upsert_devices(&self.client, &all).await?;
         let mut tx = self.client.transaction().await?;
         let claimed = claim_batches(&tx, &batches).await?;
         let mut stats = WriteStats::default();
@@ -111,10 +126,7 @@ impl Writer {
                 continue;
             }
             stats.batches += 1;
-            let edge = match b.origin {
-                Origin::Direct => "direct",
-                Origin::Edge => b.batch.edge_id.as_str(),
-            };
+            let edge = edge_name(b);
             for e in &b.batch.entries {
                 stats.reports += 1;
                 stats.params += e.report.params.len();
@@ -125,9 +137,17 @@ impl Writer {
             tx.commit().await?;
             return Ok(stats);
         }
-        let devices = upsert_devices(&tx, &entries).await?;
-        stats.samples_inserted = copy_samples(&mut tx, &entries, &devices, &self.params).await?;
-        insert_typed(&tx, &entries, &devices, &self.names.map).await?;
+        let names = &self.names.map;
+        let typed_rows: Vec<typed::Row> = entries
+            .iter()
+            .filter_map(|(_, e)| {
+                let device = *devices.get(&e.device.id)?;
+                let x = extract::extract(&names.map_params(&e.report.params));
+                (!x.is_empty()).then(|| (system_time(e.report.time_ms), device, x))
+            })
+            .collect();
+        stats.samples_inserted =
+            copy_rows(&mut tx, &entries, &devices, &self.params, &typed_rows).await?;
         tx.commit().await?;
         Ok(stats)
     }
@@ -168,6 +188,14 @@ impl Writer {
             self.params.insert(row.get(1), row.get(0));
         }
         Ok(())
+    }
+}
+
+/// The edge a batch came through, as recorded in `devices.last_edge`.
+fn edge_name(b: &QueuedBatch) -> &str {
+    match b.origin {
+        Origin::Direct => "direct",
+        Origin::Edge => b.batch.edge_id.as_str(),
     }
 }
 
@@ -217,7 +245,7 @@ async fn claim_batches(
 
 /// Upserts the devices of `entries`; returns device key -> id.
 async fn upsert_devices(
-    tx: &Transaction<'_>,
+    client: &Client,
     entries: &[(&str, &Entry)],
 ) -> Result<HashMap<String, i32>, tokio_postgres::Error> {
     // key -> (entry holding the identity, first seen, last seen, edge of the last)
@@ -252,7 +280,7 @@ async fn upsert_devices(
     let first: Vec<SystemTime> = by_key.values().map(|d| system_time(d.1)).collect();
     let last: Vec<SystemTime> = by_key.values().map(|d| system_time(d.2)).collect();
     let edge: Vec<&str> = by_key.values().map(|d| d.3).collect();
-    let rows = tx
+    let rows = client
         .query(
             "INSERT INTO devices AS d (device_key, oui, product_class, serial, identified_by, first_seen, last_seen, last_edge)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -323,24 +351,29 @@ fn is_numeric_text(s: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
-async fn copy_samples(
+/// Writes the samples and typed rows of `entries`; returns the rows new in
+/// `samples`.
+///
+/// Fast path: binary COPY straight into the tables, in a savepoint. Most reads
+/// hold only new keys; a key already stored (a resent report) or repeated
+/// within the read fails a COPY with a unique violation, and only then is the
+/// read redone through the staging tables and merged with `ON CONFLICT DO
+/// NOTHING`, which costs PostgreSQL about twice the index work.
+async fn copy_rows(
     tx: &mut Transaction<'_>,
     entries: &[(&str, &Entry)],
     devices: &HashMap<String, i32>,
     params: &HashMap<String, i32>,
+    typed_rows: &[typed::Row],
 ) -> Result<u64, tokio_postgres::Error> {
-    // Fast path: straight into `samples`, in a savepoint. Most reads hold only
-    // new keys; a key already stored (a resent report) or repeated within the
-    // read fails the COPY with a unique violation, and only then is the read
-    // redone through the staging table with ON CONFLICT DO NOTHING, which costs
-    // PostgreSQL about twice the index work.
     let direct = tx.savepoint("direct_copy").await?;
-    let copied = copy_rows(
+    let copied = copy_to(
         &direct,
-        "COPY samples (time, device_id, parameter_id, value_num, value_text) FROM STDIN BINARY",
+        Target::Direct,
         entries,
         devices,
         params,
+        typed_rows,
     )
     .await;
     match copied {
@@ -351,328 +384,82 @@ async fn copy_samples(
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => direct.rollback().await?,
         Err(e) => return Err(e),
     }
-    copy_rows(
-        tx,
-        "COPY stage_samples (time, device_id, parameter_id, value_num, value_text) FROM STDIN BINARY",
-        entries,
-        devices,
-        params,
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO samples (time, device_id, parameter_id, value_num, value_text)
-         SELECT time, device_id, parameter_id, value_num, value_text FROM stage_samples
-         ON CONFLICT DO NOTHING",
-        &[],
-    )
-    .await
+    copy_to(tx, Target::Staging, entries, devices, params, typed_rows).await?;
+    let mut inserted = 0;
+    for table in typed::TABLES {
+        // The staging tables are `LIKE` their table: same columns, same order.
+        let n = tx
+            .execute(
+                &format!("INSERT INTO {table} SELECT * FROM stage_{table} ON CONFLICT DO NOTHING"),
+                &[],
+            )
+            .await?;
+        if table == "samples" {
+            inserted = n;
+        }
+    }
+    Ok(inserted)
 }
 
-/// Binary COPY of every parameter row into `samples` or the staging table
-/// (same columns). Returns the rows copied.
-async fn copy_rows(
+/// One binary COPY per table into `target`; returns the sample rows copied.
+async fn copy_to(
     tx: &Transaction<'_>,
-    statement: &str,
+    target: Target,
+    entries: &[(&str, &Entry)],
+    devices: &HashMap<String, i32>,
+    params: &HashMap<String, i32>,
+    typed_rows: &[typed::Row],
+) -> Result<u64, tokio_postgres::Error> {
+    let n = copy_samples(tx, target, entries, devices, params).await?;
+    typed::write(tx, target, typed_rows).await?;
+    Ok(n)
+}
+
+/// Binary COPY of every parameter row into `samples` (or its staging copy).
+async fn copy_samples(
+    tx: &Transaction<'_>,
+    target: Target,
     entries: &[(&str, &Entry)],
     devices: &HashMap<String, i32>,
     params: &HashMap<String, i32>,
 ) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in(statement).await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TIMESTAMPTZ,
-            Type::INT4,
-            Type::INT4,
-            Type::NUMERIC,
-            Type::TEXT,
-        ],
-    );
-    pin_mut!(writer);
+    // In the unique key's order: consecutive rows then land in neighbouring
+    // index pages, which PostgreSQL finds in cache.
+    let mut rows: Vec<(i32, i32, i64, &Value)> = Vec::new();
     for (_, e) in entries {
         let Some(&device) = devices.get(&e.device.id) else {
             continue;
         };
-        let time = system_time(e.report.time_ms);
         for p in &e.report.params {
             let Some(&param) = params.get(&p.path) else {
                 continue;
             };
-            let (num, text) = sample_columns(&p.value);
-            writer
-                .as_mut()
-                .write(&[&time, &device, &param, &num, &text])
-                .await?;
+            rows.push((device, param, e.report.time_ms, &p.value));
         }
     }
+    rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+    let writer = typed::copy_in(
+        tx,
+        target,
+        "samples",
+        &[
+            ("time", Type::TIMESTAMPTZ),
+            ("device_id", Type::INT4),
+            ("parameter_id", Type::INT4),
+            ("value_num", Type::NUMERIC),
+            ("value_text", Type::TEXT),
+        ],
+    )
+    .await?;
+    pin_mut!(writer);
+    for (device, param, time_ms, value) in rows {
+        let (num, text) = sample_columns(value);
+        writer
+            .as_mut()
+            .write(&[&system_time(time_ms), &device, &param, &num, &text])
+            .await?;
+    }
     writer.finish().await
-}
-
-/// Column arrays for one typed table; `push` adds one row.
-struct Columns {
-    time: Vec<SystemTime>,
-    device: Vec<i32>,
-}
-
-async fn insert_typed(
-    tx: &Transaction<'_>,
-    entries: &[(&str, &Entry)],
-    devices: &HashMap<String, i32>,
-    names: &NameMap,
-) -> Result<(), tokio_postgres::Error> {
-    let extracted: Vec<(SystemTime, i32, Extracted)> = entries
-        .iter()
-        .filter_map(|(_, e)| {
-            let device = *devices.get(&e.device.id)?;
-            let x = extract::extract(&names.map_params(&e.report.params));
-            (!x.is_empty()).then(|| (system_time(e.report.time_ms), device, x))
-        })
-        .collect();
-    if extracted.is_empty() {
-        return Ok(());
-    }
-    device_stats(tx, &extracted).await?;
-    interface_stats(tx, &extracted).await?;
-    radio_stats(tx, &extracted).await?;
-    neighbors(tx, &extracted).await?;
-    clients(tx, &extracted).await?;
-    Ok(())
-}
-
-fn keys<T>(rows: &[(SystemTime, i32, &T)]) -> Columns {
-    Columns {
-        time: rows.iter().map(|r| r.0).collect(),
-        device: rows.iter().map(|r| r.1).collect(),
-    }
-}
-
-/// Runs an `INSERT .. SELECT * FROM unnest(..)` with the two key columns first.
-async fn insert_unnest(
-    tx: &Transaction<'_>,
-    sql: &str,
-    cols: &Columns,
-    rest: &[&(dyn ToSql + Sync)],
-) -> Result<u64, tokio_postgres::Error> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&cols.time, &cols.device];
-    params.extend_from_slice(rest);
-    tx.execute(sql, &params).await
-}
-
-async fn device_stats(
-    tx: &Transaction<'_>,
-    x: &[(SystemTime, i32, Extracted)],
-) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<_> = x
-        .iter()
-        .filter_map(|(t, d, e)| Some((*t, *d, e.device.as_ref()?)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let up: Vec<Option<i64>> = rows.iter().map(|r| r.2.uptime_s).collect();
-    let total: Vec<Option<i64>> = rows.iter().map(|r| r.2.memory_total_kib).collect();
-    let free: Vec<Option<i64>> = rows.iter().map(|r| r.2.memory_free_kib).collect();
-    let cpu: Vec<Option<i32>> = rows.iter().map(|r| r.2.cpu_percent).collect();
-    insert_unnest(
-        tx,
-        "INSERT INTO device_stats (time, device_id, uptime_s, memory_total_kib, memory_free_kib, cpu_percent)
-         SELECT * FROM unnest($1::timestamptz[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int4[])
-         ON CONFLICT DO NOTHING",
-        &keys(&rows),
-        &[&up, &total, &free, &cpu],
-    )
-    .await
-    .map(drop)
-}
-
-async fn interface_stats(
-    tx: &Transaction<'_>,
-    x: &[(SystemTime, i32, Extracted)],
-) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<_> = x
-        .iter()
-        .flat_map(|(t, d, e)| e.interfaces.iter().map(move |i| (*t, *d, i)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&extract::InterfaceStats) -> &Option<String>| -> Vec<Option<&str>> {
-        rows.iter().map(|r| f(r.2).as_deref()).collect()
-    };
-    let idx: Vec<i32> = rows.iter().map(|r| r.2.interface).collect();
-    insert_unnest(
-        tx,
-        "INSERT INTO interface_stats (time, device_id, interface, bytes_sent, bytes_received, packets_sent,
-             packets_received, errors_sent, errors_received, discard_packets_sent, discard_packets_received)
-         SELECT t, d, i, a::numeric, b::numeric, c::numeric, e::numeric, f::numeric, g::numeric, h::numeric, k::numeric
-         FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[]) AS u(t, d, i, a, b, c, e, f, g, h, k)
-         ON CONFLICT DO NOTHING",
-        &keys(&rows),
-        &[
-            &idx,
-            &col(|r| &r.bytes_sent),
-            &col(|r| &r.bytes_received),
-            &col(|r| &r.packets_sent),
-            &col(|r| &r.packets_received),
-            &col(|r| &r.errors_sent),
-            &col(|r| &r.errors_received),
-            &col(|r| &r.discard_packets_sent),
-            &col(|r| &r.discard_packets_received),
-        ],
-    )
-    .await
-    .map(drop)
-}
-
-async fn radio_stats(
-    tx: &Transaction<'_>,
-    x: &[(SystemTime, i32, Extracted)],
-) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<_> = x
-        .iter()
-        .flat_map(|(t, d, e)| e.radios.iter().map(move |r| (*t, *d, r)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&extract::RadioStats) -> &Option<String>| -> Vec<Option<&str>> {
-        rows.iter().map(|r| f(r.2).as_deref()).collect()
-    };
-    let idx: Vec<i32> = rows.iter().map(|r| r.2.radio).collect();
-    let channel: Vec<Option<i32>> = rows.iter().map(|r| r.2.channel).collect();
-    let noise: Vec<Option<i32>> = rows.iter().map(|r| r.2.noise_dbm).collect();
-    insert_unnest(
-        tx,
-        "INSERT INTO radio_stats (time, device_id, radio, channel, band, bandwidth, bytes_sent, bytes_received,
-             packets_sent, packets_received, errors_sent, errors_received, noise_dbm)
-         SELECT t, d, r, ch, band, bw, a::numeric, b::numeric, c::numeric, e::numeric, f::numeric, g::numeric, n
-         FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[])
-              AS u(t, d, r, ch, band, bw, a, b, c, e, f, g, n)
-         ON CONFLICT DO NOTHING",
-        &keys(&rows),
-        &[
-            &idx,
-            &channel,
-            &col(|r| &r.band),
-            &col(|r| &r.bandwidth),
-            &col(|r| &r.bytes_sent),
-            &col(|r| &r.bytes_received),
-            &col(|r| &r.packets_sent),
-            &col(|r| &r.packets_received),
-            &col(|r| &r.errors_sent),
-            &col(|r| &r.errors_received),
-            &noise,
-        ],
-    )
-    .await
-    .map(drop)
-}
-
-async fn neighbors(
-    tx: &Transaction<'_>,
-    x: &[(SystemTime, i32, Extracted)],
-) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<_> = x
-        .iter()
-        .flat_map(|(t, d, e)| e.neighbors.iter().map(move |n| (*t, *d, n)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&extract::Neighbor) -> &Option<String>| -> Vec<Option<&str>> {
-        rows.iter().map(|r| f(r.2).as_deref()).collect()
-    };
-    let int = |f: fn(&extract::Neighbor) -> Option<i32>| -> Vec<Option<i32>> {
-        rows.iter().map(|r| f(r.2)).collect()
-    };
-    let idx: Vec<i32> = rows.iter().map(|r| r.2.result).collect();
-    insert_unnest(
-        tx,
-        "INSERT INTO wifi_neighbors (time, device_id, result, bssid, ssid, channel, band, bandwidth, signal_dbm,
-             noise_dbm, security_mode, encryption_mode, mode, standards, radio)
-         SELECT * FROM unnest($1::timestamptz[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::int4[],
-                              $7::text[], $8::text[], $9::int4[], $10::int4[], $11::text[], $12::text[],
-                              $13::text[], $14::text[], $15::text[])
-         ON CONFLICT DO NOTHING",
-        &keys(&rows),
-        &[
-            &idx,
-            &col(|n| &n.bssid),
-            &col(|n| &n.ssid),
-            &int(|n| n.channel),
-            &col(|n| &n.band),
-            &col(|n| &n.bandwidth),
-            &int(|n| n.signal_dbm),
-            &int(|n| n.noise_dbm),
-            &col(|n| &n.security_mode),
-            &col(|n| &n.encryption_mode),
-            &col(|n| &n.mode),
-            &col(|n| &n.standards),
-            &col(|n| &n.radio),
-        ],
-    )
-    .await
-    .map(drop)
-}
-
-async fn clients(
-    tx: &Transaction<'_>,
-    x: &[(SystemTime, i32, Extracted)],
-) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<_> = x
-        .iter()
-        .flat_map(|(t, d, e)| e.clients.iter().map(move |c| (*t, *d, c)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let col = |f: fn(&extract::Client) -> &Option<String>| -> Vec<Option<&str>> {
-        rows.iter().map(|r| f(r.2).as_deref()).collect()
-    };
-    let big = |f: fn(&extract::Client) -> Option<i64>| -> Vec<Option<i64>> {
-        rows.iter().map(|r| f(r.2)).collect()
-    };
-    let mac: Vec<&str> = rows.iter().map(|r| r.2.mac.as_str()).collect();
-    let source: Vec<&str> = rows.iter().map(|r| r.2.source.as_str()).collect();
-    let attached: Vec<&str> = rows.iter().map(|r| r.2.attached_to.as_str()).collect();
-    insert_unnest(
-        tx,
-        "INSERT INTO wifi_clients (time, device_id, mac, source, attached_to, ssid, bssid, band, host_name,
-             signal_dbm, bytes_sent, bytes_received, packets_sent, packets_received, errors_sent, errors_received,
-             retrans_count, last_downlink_rate_kbps, last_uplink_rate_kbps, connected_s)
-         SELECT t, d, mac, src, att, ssid, bssid, band, host, sig::numeric, a::numeric, b::numeric, c::numeric,
-                e::numeric, f::numeric, g::numeric, h::numeric, down, up, conn
-         FROM unnest($1::timestamptz[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                     $15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[], $20::int8[])
-              AS u(t, d, mac, src, att, ssid, bssid, band, host, sig, a, b, c, e, f, g, h, down, up, conn)
-         ON CONFLICT DO NOTHING",
-        &keys(&rows),
-        &[
-            &mac,
-            &source,
-            &attached,
-            &col(|c| &c.ssid),
-            &col(|c| &c.bssid),
-            &col(|c| &c.band),
-            &col(|c| &c.host_name),
-            &col(|c| &c.signal_dbm),
-            &col(|c| &c.bytes_sent),
-            &col(|c| &c.bytes_received),
-            &col(|c| &c.packets_sent),
-            &col(|c| &c.packets_received),
-            &col(|c| &c.errors_sent),
-            &col(|c| &c.errors_received),
-            &col(|c| &c.retrans_count),
-            &big(|c| c.last_downlink_rate_kbps),
-            &big(|c| c.last_uplink_rate_kbps),
-            &big(|c| c.connected_s),
-        ],
-    )
-    .await
-    .map(drop)
 }
 
 /// Whether an error is about the connection or the server's state (wait and
@@ -697,6 +484,7 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_postgres::types::ToSql;
 
     /// `value_num` as the bytes PostgreSQL receives.
     fn encoded(n: &SampleNum) -> Option<Vec<u8>> {

@@ -23,9 +23,8 @@ impl DeviceStats {
     }
 }
 
-/// Counters are kept as decimal text (they can exceed `i64`) and cast to
-/// `numeric` by PostgreSQL.
-pub type Counter = Option<String>;
+/// Counters are unsigned 64-bit (they can exceed `i64`); stored as numeric.
+pub type Counter = Option<u64>;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct InterfaceStats {
@@ -472,12 +471,12 @@ fn int32(v: Option<&&Value>) -> Option<i32> {
     int(v).and_then(|i| i32::try_from(i).ok())
 }
 
-/// A counter as decimal text: any non-negative integer up to u64.
+/// A counter: any non-negative integer up to u64.
 fn counter(v: Option<&&Value>) -> Counter {
     match v? {
-        Value::Int(i) if *i >= 0 => Some(i.to_string()),
-        Value::UInt(u) => Some(u.to_string()),
-        Value::Text(s) => s.trim().parse::<u64>().ok().map(|u| u.to_string()),
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        Value::Text(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     }
 }
@@ -567,10 +566,10 @@ mod tests {
         assert_eq!(e.interfaces.len(), 1);
         assert_eq!(e.interfaces[0].interface, 4);
         assert_eq!(
-            e.interfaces[0].bytes_received.as_deref(),
-            Some("18446744073709551000")
+            e.interfaces[0].bytes_received,
+            Some(18_446_744_073_709_551_000)
         );
-        assert_eq!(e.interfaces[0].bytes_sent.as_deref(), Some("9297406989"));
+        assert_eq!(e.interfaces[0].bytes_sent, Some(9_297_406_989));
         assert_eq!(e.radios[0].radio, 2);
         assert_eq!(e.radios[0].channel, Some(44));
         assert_eq!(e.radios[0].band.as_deref(), Some("5GHz"));
@@ -649,14 +648,14 @@ mod tests {
         assert_eq!(c.signal_dbm.as_deref(), Some("-71.5"));
         assert_eq!(c.ssid.as_deref(), Some("LAB-CPE-2G"));
         assert_eq!(c.band.as_deref(), Some("2.4GHz"));
-        assert_eq!(c.bytes_sent.as_deref(), Some("612178002"));
+        assert_eq!(c.bytes_sent, Some(612_178_002));
         assert_eq!(e.clients[1].signal_dbm, None, "RCPI 255 is unknown");
         let ap = &e.clients[2];
         assert_eq!(ap.source, ClientSource::AccessPoint);
         assert_eq!(ap.signal_dbm.as_deref(), Some("-61"));
         assert_eq!(ap.band.as_deref(), Some("5GHz"));
         assert_eq!(ap.ssid.as_deref(), Some("LAB 5G"));
-        assert_eq!(ap.bytes_sent.as_deref(), Some("1000"));
+        assert_eq!(ap.bytes_sent, Some(1000));
     }
 
     #[test]

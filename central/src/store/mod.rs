@@ -18,6 +18,7 @@ pub mod copy;
 pub mod extract;
 pub mod numeric;
 pub mod rename;
+pub mod typed;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
