@@ -33,7 +33,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
@@ -183,7 +182,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Serves until shutdown; `on_bound` learns the bound address (tests use port 0).
 pub async fn serve(state: Arc<State>, mut shutdown: Shutdown) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(state.cfg.listen).await?;
+    let listener = bulkflow_shared::net::listen(state.cfg.listen)?;
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
     // Tests and scripts wait for this line to learn the port.

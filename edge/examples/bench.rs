@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! cargo build --release -p bulkflow-edge --bin bulkflow-edge --example bench
-//! target/release/examples/bench target/release/bulkflow-edge [--runs 3] [--json FILE] [--quick]
+//! target/release/examples/bench target/release/bulkflow-edge [--runs 3] [--json FILE] [--quick] [--cpes N]
 //! ```
 //!
 //! Every CPE is a thread with its own serial number that sends its reports
@@ -227,14 +227,15 @@ fn load(exe: &Path, sc: &Scenario, bodies: &Arc<Vec<Vec<u8>>>) -> Run {
                 .spawn(move || {
                     let target = format!("/bulkdata?oui=0A1B2C&pc=Bench&sn=SN{c:04}");
                     let mut lat = Vec::with_capacity(per_cpe);
-                    let mut failed = 0;
+                    let mut failed = Vec::new();
                     go.wait();
                     for k in 0..per_cpe {
                         let t = Instant::now();
                         let body = &bodies[(c + k) % bodies.len()];
                         match post(addr, &target, &headers, body) {
                             Ok(200) => lat.push(t.elapsed()),
-                            Ok(_) | Err(_) => failed += 1,
+                            Ok(code) => failed.push(format!("HTTP {code}")),
+                            Err(e) => failed.push(e),
                         }
                     }
                     (lat, failed)
@@ -246,11 +247,17 @@ fn load(exe: &Path, sc: &Scenario, bodies: &Arc<Vec<Vec<u8>>>) -> Run {
     let cpu_before = cpu_secs(edge.child.id());
     let start_t = Instant::now();
     let mut lat = Vec::new();
-    let mut failed = 0;
+    let mut failures: std::collections::BTreeMap<String, usize> = Default::default();
     for h in handles {
         let (l, f) = h.join().expect("CPE thread");
         lat.extend(l);
-        failed += f;
+        for why in f {
+            *failures.entry(why).or_default() += 1;
+        }
+    }
+    let failed = failures.values().sum();
+    for (why, n) in &failures {
+        eprintln!("{} {} CPEs: {n} requests failed: {why}", sc.sync, sc.cpes);
     }
     let elapsed = start_t.elapsed().as_secs_f64();
     lat.sort();
@@ -457,11 +464,13 @@ fn main() {
     let mut runs = 3usize;
     let mut json_out: Option<String> = None;
     let mut quick = false;
+    let mut only_cpes: Option<usize> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
             "--json" => json_out = args.next(),
             "--quick" => quick = true,
+            "--cpes" => only_cpes = args.next().and_then(|v| v.parse().ok()),
             other => exe = other.to_string(),
         }
     }
@@ -475,7 +484,10 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
-    for sc in scenarios(quick, total) {
+    for sc in scenarios(quick, total)
+        .into_iter()
+        .filter(|sc| only_cpes.is_none_or(|n| sc.cpes == n))
+    {
         // Distinct bodies (values and times differ), generated before timing.
         let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(|n| sc.kind.body(n).0).collect());
         let params = sc.kind.params();

@@ -394,9 +394,8 @@ pub async fn serve(
 /// Binds a listener and says where, for operators and for tests (`listen = 127.0.0.1:0`).
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     use anyhow::Context;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        bulkflow_shared::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "{what} listening");
     Ok((listener, local))

@@ -311,3 +311,48 @@ fn a_body_that_never_finishes_gets_408_and_others_are_still_served() {
         .collect();
     assert_eq!(stored, ["0A1B2C-FAST"]);
 }
+
+/// CPEs whose periodic reports line up connect all at once. 1,000 of them,
+/// each sending 4 reports back to back, against the default limit of 256
+/// connections in service: every report is answered 200 and stored (the
+/// rest wait in the accept queue; with `TcpListener::bind`'s queue of 128
+/// the kernel reset some 6% of the connections).
+#[test]
+fn a_burst_of_cpes_connecting_at_once_is_all_answered() {
+    const CPES: usize = 1000;
+    const EACH: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(dir.path(), &dead_central(), HOLD);
+    let go = std::sync::Arc::new(std::sync::Barrier::new(CPES));
+    let addr = edge.addr;
+    let cpes: Vec<_> = (0..CPES)
+        .map(|i| {
+            let go = go.clone();
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    go.wait();
+                    (0..EACH)
+                        .map(|k| {
+                            let body = format!(
+                                r#"{{"Report":[{{"CollectionTime":{},"Device.DeviceInfo.UpTime":{i}}}]}}"#,
+                                1_767_225_600 + k * 60
+                            );
+                            let target = format!("/bulkdata?oui=0A1B2C&sn=B{i:04}");
+                            try_request(addr, &target, body.as_bytes())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        })
+        .collect();
+    let answers: Vec<Option<u16>> = cpes.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let failed = answers.iter().filter(|a| **a != Some(200)).count();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} reports not answered 200",
+        CPES * EACH
+    );
+    assert_eq!(outbox_reports(&edge.db).len(), CPES * EACH);
+}

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod identity;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod notify;
 pub mod receive;
 pub mod report;

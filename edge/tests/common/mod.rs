@@ -210,8 +210,11 @@ pub fn parse_http(text: &str) -> (String, String, Vec<(String, String)>) {
 /// What the outbox file holds: entries not yet batched and entries inside
 /// batches awaiting central, in order.
 pub fn outbox_reports(db: &Path) -> Vec<Entry> {
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    // One read transaction, one snapshot: the forwarder may move entries into
+    // a batch between the two queries.
+    let conn = conn.transaction().unwrap();
     let mut out = Vec::new();
     let mut stmt = conn
         .prepare("SELECT data FROM batches ORDER BY seq")
