@@ -12,7 +12,8 @@
 //!
 //! Every CPE is a thread with its own serial number that sends its reports
 //! one after another, one connection per request (as CPEs do); all start
-//! together. Forwarding is parked (central unreachable, long batch age) so
+//! together. The edge runs with its defaults (256 connections served at once;
+//! more CPEs wait in the accept queue). Forwarding is parked (central unreachable, long batch age) so
 //! the numbers are the ingest path alone: decode, compress, group commit in
 //! SQLite, answer. `--quick` runs one row per body kind (CI smoke test).
 
@@ -146,7 +147,7 @@ fn start(exe: &Path, sync: &str) -> Edge {
         &config,
         format!(
             "edge_id = \"bench\"\nlisten = \"127.0.0.1:0\"\ncentral_url = \"http://127.0.0.1:9\"\n\
-             [outbox]\npath = \"{}\"\nsynchronous = \"{sync}\"\n[ingest]\nmax_connections = 1024\n[forward]\nbatch_max_age_ms = 3600000\n",
+             [outbox]\npath = \"{}\"\nsynchronous = \"{sync}\"\n[forward]\nbatch_max_age_ms = 3600000\n",
             dir.path().join("outbox.db").display()
         ),
     )

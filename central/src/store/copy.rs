@@ -14,6 +14,7 @@ use super::extract;
 use super::numeric::SampleNum;
 use super::rename::NameCache;
 use super::typed::{self, Target};
+use crate::migrate::TIME_SERIES_TABLES;
 use crate::queue::Origin;
 use bulkflow_shared::report::Value;
 use bulkflow_shared::wire::{Batch, Entry};
@@ -63,7 +64,9 @@ impl Writer {
         });
         client
             .batch_execute(
-                &typed::TABLES
+                // One staging table per time-series table, `LIKE` it: the
+                // same columns in the same order.
+                &TIME_SERIES_TABLES
                     .iter()
                     .map(|t| {
                         format!(
@@ -386,7 +389,7 @@ async fn copy_rows(
     }
     copy_to(tx, Target::Staging, entries, devices, params, typed_rows).await?;
     let mut inserted = 0;
-    for table in typed::TABLES {
+    for &table in TIME_SERIES_TABLES {
         // The staging tables are `LIKE` their table: same columns, same order.
         let n = tx
             .execute(

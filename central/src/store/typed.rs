@@ -13,17 +13,6 @@ use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
-/// Every table a write fills, `samples` first. Each has a staging copy,
-/// `stage_<table>` (same columns), created per connection.
-pub const TABLES: [&str; 6] = [
-    "samples",
-    "device_stats",
-    "interface_stats",
-    "radio_stats",
-    "wifi_neighbors",
-    "wifi_clients",
-];
-
 /// Where rows go: the tables themselves (a read holding only new keys), or
 /// their staging copies, to be merged with `ON CONFLICT DO NOTHING`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
