@@ -19,6 +19,11 @@ use shutdown::Shutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+// The store worker decodes and frees hundreds of thousands of small strings
+// per read; mimalloc does that in about half of glibc malloc's time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bulkflow-central", version, about = "bulkflow central service")]
 struct Cli {

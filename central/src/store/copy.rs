@@ -141,7 +141,7 @@ impl Writer {
             return Ok(stats);
         }
         let names = &self.names.map;
-        let typed_rows: Vec<typed::Row> = entries
+        let mut typed_rows: Vec<typed::Row> = entries
             .iter()
             .filter_map(|(_, e)| {
                 let device = *devices.get(&e.device.id)?;
@@ -149,6 +149,8 @@ impl Writer {
                 (!x.is_empty()).then(|| (system_time(e.report.time_ms), device, x))
             })
             .collect();
+        // In the unique keys' order (device, then time), as for samples.
+        typed_rows.sort_by_key(|r| (r.1, r.0));
         stats.samples_inserted =
             copy_rows(&mut tx, &entries, &devices, &self.params, &typed_rows).await?;
         tx.commit().await?;

@@ -163,8 +163,18 @@ impl<'a> Objects<'a> {
             Some(r) => r,
             None => return,
         };
-        let seg: Vec<&'a str> = rest.split('.').collect();
-        match seg.as_slice() {
+        // Segments on the stack: no allocation per parameter. No path the
+        // tables read has more than 12; longer ones are skipped.
+        let mut seg = [""; 12];
+        let mut n = 0;
+        for s in rest.split('.') {
+            let Some(slot) = seg.get_mut(n) else {
+                return;
+            };
+            *slot = s;
+            n += 1;
+        }
+        match &seg[..n] {
             ["DeviceInfo", "UpTime"] => {
                 self.device.insert("UpTime", value);
             }
@@ -656,6 +666,21 @@ mod tests {
         assert_eq!(ap.band.as_deref(), Some("5GHz"));
         assert_eq!(ap.ssid.as_deref(), Some("LAB 5G"));
         assert_eq!(ap.bytes_sent, Some(1000));
+    }
+
+    #[test]
+    fn paths_deeper_than_any_table_reads_are_skipped() {
+        let sta = "Device.WiFi.DataElements.Network.Device.1.Radio.1.BSS.2.STA.1";
+        let e = extract(&params(&[
+            (&format!("{sta}.MACAddress"), t("02:00:5E:10:00:01")),
+            // 13 and 40 segments after `Device.`: not a field of any table.
+            (&format!("{sta}.MultiAPSTA.SteeringSummaryStats"), t("x")),
+            (&format!("{sta}{}", ".X".repeat(28)), t("y")),
+            ("Device.DeviceInfo.UpTime", t("5")),
+        ]));
+        assert_eq!(e.clients.len(), 1);
+        assert_eq!(e.clients[0].mac, "02:00:5e:10:00:01");
+        assert_eq!(e.device.map(|d| d.uptime_s), Some(Some(5)));
     }
 
     #[test]
