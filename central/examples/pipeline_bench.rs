@@ -1479,6 +1479,9 @@ and client, central, Redis and PostgreSQL all share the {cpus} CPUs).
 {command}
 ```
 
+(`--write FILE` replaces this `## Central` section of FILE with the new results; leave it out to print the
+table only.)
+
 {table}
 
 - Ceiling (first row): after each 1-worker run, every row it committed to `samples` and the five typed \
