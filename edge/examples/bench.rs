@@ -13,9 +13,9 @@
 //! Every CPE is a thread with its own serial number that sends its reports
 //! one after another, one connection per request (as CPEs do); all start
 //! together. The edge runs with its defaults (256 connections served at once;
-//! more CPEs wait in the accept queue). Forwarding is parked (central unreachable, long batch age) so
-//! the numbers are the ingest path alone: decode, compress, group commit in
-//! SQLite, answer. `--quick` runs one row per body kind (CI smoke test).
+//! more CPEs wait in the accept queue). Forwarding is parked (central
+//! unreachable, long batch age) so the numbers are the ingest path alone:
+//! decode, compress, group commit in SQLite, answer. `--quick` runs one row per body kind (CI smoke test).
 
 use bulkflow_shared::identity::{DeviceIdentity, IdentitySource};
 use bulkflow_shared::report::{self, Limits, Request};

@@ -111,7 +111,7 @@ burst = edge_row(cpes=1000)
 if burst:
     # Not a target: what 1,000 CPEs connecting at once cost (256 served at once, the rest queued).
     targets.append(("edge: 1,000 CPEs at once, all answered 200 (peak RSS, informational)",
-                    f"{burst['failed']} failed, {burst['peak_rss_mib']:.1f} MiB", burst["failed"] == 0))
+                    f"{burst['failed']} failed, {burst['peak_rss_mib']:.1f} MiB", None))
 idle = max((r["median"]["idle_rss_mib"] for r in summary["edge"]["rows"]), default=None)
 if idle is not None:
     targets.append(("edge: idle RSS < 8 MiB", f"{idle:.1f} MiB", idle < 8))
@@ -126,7 +126,7 @@ for key, what in (("share_of_key_order_copy", "samples only, unique index, key o
                   ("share_of_unique_index_copy", "samples only, unique index, as received")):
     share = central.get(key)
     if share is not None:
-        targets.append((f"central: share of the COPY of {what} (informational)", f"{share:.0%}", share >= 0.6))
+        targets.append((f"central: share of the COPY of {what} (informational)", f"{share:.0%}", None))
 e2e = central.get("end_to_end_params_per_s_1_worker")
 if e2e is not None:
     targets.append(("central: >= 250,000 parameters/s (1 worker)", f"{e2e:,}", e2e >= 250_000))
@@ -134,9 +134,10 @@ e2e2 = central.get("end_to_end_params_per_s_2_workers")
 if e2e2 is not None:
     targets.append(("central: >= 250,000 parameters/s (2 workers)", f"{e2e2:,}", e2e2 >= 250_000))
 if "backlog" in summary:
-    targets.append(("backlog: a day of a 50-CPE site drained (median)", f"{summary['backlog']['median_seconds']} s", True))
+    targets.append(("backlog: a day of a 50-CPE site drained (median)", f"{summary['backlog']['median_seconds']} s", None))
 
 lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-lines += [f"| {t} | {v} | {'yes' if ok else 'no'} |" for t, v, ok in targets]
+# met: True/False for a target, None for an informational row.
+lines += [f"| {t} | {v} | {'-' if ok is None else 'yes' if ok else 'no'} |" for t, v, ok in targets]
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
